@@ -1,0 +1,383 @@
+/*
+ * hub.c — channels, subscriptions and queues of one child; see hub.h.
+ */
+#include "hub.h"
+#include "sse_format.h"
+#include "poll_format.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+struct push_channel {
+    char         *name;
+    unsigned      hash;
+    int           count;
+    push_sub     *subs;
+    push_channel *next;          /* hash chain */
+};
+
+struct push_hub {
+    pthread_mutex_t    lock;
+    push_channel     **buckets;
+    unsigned           nbuckets;  /* power of two */
+    int                nchannels;
+    int                nsubs;
+    push_client       *ready;
+    push_hub_count_fn *on_count;
+    void              *on_count_arg;
+};
+
+/* ---- messages ---------------------------------------------------------- */
+
+static char *s_dup(const char *s, size_t len)
+{
+    char *d = malloc(len + 1);
+    if (d) {
+        if (len)
+            memcpy(d, s, len);
+        d[len] = '\0';
+    }
+    return d;
+}
+
+push_msg *push_msg_new(const char *channel, size_t channel_len, uint64_t id,
+                       const char *event, size_t event_len,
+                       const char *data, size_t data_len, uint64_t time_us)
+{
+    push_msg *m = calloc(1, sizeof *m);
+    if (!m)
+        return NULL;
+    m->refs = 1;
+    m->id = id;
+    m->time_us = time_us;
+    m->data_len = data_len;
+    m->channel = s_dup(channel, channel_len);
+    m->event = event_len ? s_dup(event, event_len) : NULL;
+    m->data = s_dup(data, data_len);
+    if (m->channel && m->data && (m->event || !event_len)) {
+        m->sse = push_sse_encode(id, m->event, m->data, data_len, &m->sse_len);
+        m->json = push_json_msg_encode(id, m->event, m->data, data_len, time_us, &m->json_len);
+    }
+    if (!m->sse || !m->json) {
+        push_msg_unref(m);
+        return NULL;
+    }
+    return m;
+}
+
+void push_msg_ref(push_msg *m)
+{
+    __atomic_add_fetch(&m->refs, 1, __ATOMIC_RELAXED);
+}
+
+void push_msg_unref(push_msg *m)
+{
+    if (!m || __atomic_sub_fetch(&m->refs, 1, __ATOMIC_ACQ_REL) != 0)
+        return;
+    free(m->channel);
+    free(m->event);
+    free(m->data);
+    free(m->sse);
+    free(m->json);
+    free(m);
+}
+
+/* ---- channels ------------------------------------------------------------ */
+
+static unsigned s_hash(const char *s)
+{
+    unsigned h = 2166136261u;           /* FNV-1a */
+    for (; *s; s++)
+        h = (h ^ (unsigned char)*s) * 16777619u;
+    return h;
+}
+
+static push_channel *s_find(push_hub *h, const char *name, unsigned hash)
+{
+    for (push_channel *ch = h->buckets[hash & (h->nbuckets - 1)]; ch; ch = ch->next)
+        if (ch->hash == hash && strcmp(ch->name, name) == 0)
+            return ch;
+    return NULL;
+}
+
+/* Doubling keeps chains short; on allocation failure the old table stays. */
+static void s_grow(push_hub *h)
+{
+    unsigned n = h->nbuckets * 2;
+    push_channel **b = calloc(n, sizeof *b);
+    if (!b)
+        return;
+    for (unsigned i = 0; i < h->nbuckets; i++) {
+        push_channel *ch = h->buckets[i], *next;
+        for (; ch; ch = next) {
+            next = ch->next;
+            ch->next = b[ch->hash & (n - 1)];
+            b[ch->hash & (n - 1)] = ch;
+        }
+    }
+    free(h->buckets);
+    h->buckets = b;
+    h->nbuckets = n;
+}
+
+static push_channel *s_get(push_hub *h, const char *name)
+{
+    unsigned hash = s_hash(name);
+    push_channel *ch = s_find(h, name, hash);
+    if (ch)
+        return ch;
+    ch = calloc(1, sizeof *ch);
+    if (!ch || !(ch->name = strdup(name))) {
+        free(ch);
+        return NULL;
+    }
+    ch->hash = hash;
+    if ((unsigned)h->nchannels >= h->nbuckets)
+        s_grow(h);
+    ch->next = h->buckets[hash & (h->nbuckets - 1)];
+    h->buckets[hash & (h->nbuckets - 1)] = ch;
+    h->nchannels++;
+    return ch;
+}
+
+/* Channels without subscribers are freed: the hub holds only what is live. */
+static void s_release(push_hub *h, push_channel *ch)
+{
+    push_channel **p = &h->buckets[ch->hash & (h->nbuckets - 1)];
+    while (*p != ch)
+        p = &(*p)->next;
+    *p = ch->next;
+    h->nchannels--;
+    free(ch->name);
+    free(ch);
+}
+
+/* ---- hub ------------------------------------------------------------------ */
+
+push_hub *push_hub_new(push_hub_count_fn *on_count, void *arg)
+{
+    push_hub *h = calloc(1, sizeof *h);
+    if (!h)
+        return NULL;
+    h->nbuckets = 64;
+    h->buckets = calloc(h->nbuckets, sizeof *h->buckets);
+    if (!h->buckets || pthread_mutex_init(&h->lock, NULL) != 0) {
+        free(h->buckets);
+        free(h);
+        return NULL;
+    }
+    h->on_count = on_count;
+    h->on_count_arg = arg;
+    return h;
+}
+
+void push_hub_destroy(push_hub **hp)
+{
+    push_hub *h = *hp;
+    if (!h)
+        return;
+    /* Clients are owned by their connections; only the channel records remain. */
+    for (unsigned i = 0; i < h->nbuckets; i++) {
+        push_channel *ch = h->buckets[i], *next;
+        for (; ch; ch = next) {
+            next = ch->next;
+            free(ch->name);
+            free(ch);
+        }
+    }
+    free(h->buckets);
+    pthread_mutex_destroy(&h->lock);
+    free(h);
+    *hp = NULL;
+}
+
+void push_client_init(push_client *c, int qmax, void *owner)
+{
+    memset(c, 0, sizeof *c);
+    c->qmax = qmax > 0 ? qmax : 1;
+    c->owner = owner;
+}
+
+push_sub *push_hub_subscribe(push_hub *h, push_client *c, const char *channel)
+{
+    push_sub *s = calloc(1, sizeof *s);
+    if (!s)
+        return NULL;
+    pthread_mutex_lock(&h->lock);
+    push_channel *ch = s_get(h, channel);
+    if (!ch) {
+        pthread_mutex_unlock(&h->lock);
+        free(s);
+        return NULL;
+    }
+    s->client = c;
+    s->channel = ch;
+    s->chan_next = ch->subs;
+    if (ch->subs)
+        ch->subs->chan_prev = s;
+    ch->subs = s;
+    s->client_next = c->subs;
+    c->subs = s;
+    ch->count++;
+    h->nsubs++;
+    if (h->on_count)
+        h->on_count(h->on_count_arg, ch->name);
+    pthread_mutex_unlock(&h->lock);
+    return s;
+}
+
+static void s_unlink_sub(push_hub *h, push_sub *s)
+{
+    push_channel *ch = s->channel;
+    if (s->chan_prev)
+        s->chan_prev->chan_next = s->chan_next;
+    else
+        ch->subs = s->chan_next;
+    if (s->chan_next)
+        s->chan_next->chan_prev = s->chan_prev;
+    ch->count--;
+    h->nsubs--;
+    if (h->on_count)
+        h->on_count(h->on_count_arg, ch->name);
+    if (ch->count == 0)
+        s_release(h, ch);
+}
+
+static void s_unready(push_hub *h, push_client *c)
+{
+    if (!c->ready)
+        return;
+    if (c->ready_prev)
+        c->ready_prev->ready_next = c->ready_next;
+    else
+        h->ready = c->ready_next;
+    if (c->ready_next)
+        c->ready_next->ready_prev = c->ready_prev;
+    c->ready = 0;
+    c->ready_next = c->ready_prev = NULL;
+}
+
+void push_hub_detach(push_hub *h, push_client *c)
+{
+    pthread_mutex_lock(&h->lock);
+    push_sub *s = c->subs, *next;
+    for (; s; s = next) {
+        next = s->client_next;
+        s_unlink_sub(h, s);
+        free(s);
+    }
+    c->subs = NULL;
+    for (int i = 0; i < c->qlen; i++)
+        push_msg_unref(c->queue[i].msg);
+    free(c->queue);
+    c->queue = NULL;
+    c->qlen = c->qcap = 0;
+    s_unready(h, c);
+    pthread_mutex_unlock(&h->lock);
+}
+
+static int s_enqueue(push_hub *h, push_sub *s, push_msg *msg)
+{
+    push_client *c = s->client;
+    if (c->qlen >= c->qmax) {
+        c->overflow = 1;
+    }
+    else {
+        if (c->qlen == c->qcap) {
+            int cap = c->qcap ? c->qcap * 2 : 4;
+            push_entry *q = realloc(c->queue, sizeof *q * (size_t)cap);
+            if (!q) {
+                c->overflow = 1;
+                goto wake;
+            }
+            c->queue = q;
+            c->qcap = cap;
+        }
+        push_msg_ref(msg);
+        c->queue[c->qlen].msg = msg;
+        c->queue[c->qlen].sub = s;
+        c->qlen++;
+    }
+wake:
+    if (c->ready)
+        return 0;
+    c->ready = 1;
+    c->ready_prev = NULL;
+    c->ready_next = h->ready;
+    if (h->ready)
+        h->ready->ready_prev = c;
+    h->ready = c;
+    return 1;
+}
+
+int push_hub_dispatch(push_hub *h, push_msg *msg)
+{
+    int woken = 0;
+    pthread_mutex_lock(&h->lock);
+    push_channel *ch = s_find(h, msg->channel, s_hash(msg->channel));
+    for (push_sub *s = ch ? ch->subs : NULL; s; s = s->chan_next)
+        woken += s_enqueue(h, s, msg);
+    pthread_mutex_unlock(&h->lock);
+    return woken;
+}
+
+push_client *push_hub_take_ready(push_hub *h)
+{
+    pthread_mutex_lock(&h->lock);
+    push_client *list = h->ready;
+    h->ready = NULL;
+    for (push_client *c = list; c; c = c->ready_next)
+        c->ready = 0;
+    pthread_mutex_unlock(&h->lock);
+    return list;
+}
+
+int push_hub_drain(push_hub *h, push_client *c, push_entry *out, int max, size_t max_bytes,
+                   int *overflow)
+{
+    int n = 0, i = 0;
+    size_t bytes = 0;
+    pthread_mutex_lock(&h->lock);
+    for (; i < c->qlen && n < max && bytes < max_bytes; i++) {
+        push_entry e = c->queue[i];
+        if (e.msg->id <= e.sub->sent_id) {
+            push_msg_unref(e.msg);
+            continue;
+        }
+        out[n++] = e;
+        bytes += e.msg->data_len + 1;
+    }
+    memmove(c->queue, c->queue + i, sizeof *c->queue * (size_t)(c->qlen - i));
+    c->qlen -= i;
+    if (overflow)
+        *overflow = c->overflow;
+    c->overflow = 0;
+    pthread_mutex_unlock(&h->lock);
+    return n;
+}
+
+int push_hub_count(push_hub *h, const char *channel)
+{
+    pthread_mutex_lock(&h->lock);
+    push_channel *ch = s_find(h, channel, s_hash(channel));
+    int n = ch ? ch->count : 0;
+    pthread_mutex_unlock(&h->lock);
+    return n;
+}
+
+void push_hub_each_channel(push_hub *h, void (*fn)(void *, const char *, int), void *arg)
+{
+    pthread_mutex_lock(&h->lock);
+    for (unsigned i = 0; i < h->nbuckets; i++)
+        for (push_channel *ch = h->buckets[i]; ch; ch = ch->next)
+            fn(arg, ch->name, ch->count);
+    pthread_mutex_unlock(&h->lock);
+}
+
+void push_hub_totals(push_hub *h, int *channels, int *subscriptions)
+{
+    pthread_mutex_lock(&h->lock);
+    *channels = h->nchannels;
+    *subscriptions = h->nsubs;
+    pthread_mutex_unlock(&h->lock);
+}

@@ -1,0 +1,119 @@
+/*
+ * hub.h — where the threads of a child meet: messages, channels with their
+ * local subscribers, per-connection queues and the ready list.
+ *
+ * One hub per child, one mutex inside it.  The link thread dispatches new
+ * messages into it; the reactor takes ready clients out of it; workers
+ * subscribe and unsubscribe.  Nothing here touches Apache structures, so
+ * the hub is unit-testable and safe from any thread.
+ *
+ * Ownership: a push_msg is reference counted (atomically); a queue entry
+ * holds one reference.  A push_client is owned by its connection (the
+ * reactor's hold); the hub only links it.  Memory is malloc'ed: the hub
+ * outlives every request and is not tied to any pool.
+ */
+#ifndef PUSH_HUB_H
+#define PUSH_HUB_H
+
+#include <pthread.h>
+#include <stddef.h>
+#include <stdint.h>
+
+/* A message as delivered to subscribers, encoded once for every transport. */
+typedef struct push_msg {
+    int      refs;
+    uint64_t id;
+    uint64_t time_us;
+    char    *channel;
+    char    *event;      /* NULL when the message has no event name */
+    char    *data;
+    size_t   data_len;
+    char    *sse;        /* the SSE event block, see sse_format.h */
+    size_t   sse_len;
+    char    *json;       /* the JSON object, see poll_format.h */
+    size_t   json_len;
+} push_msg;
+
+/* Copies everything it is given.  Returns NULL when out of memory. */
+push_msg *push_msg_new(const char *channel, size_t channel_len, uint64_t id,
+                       const char *event, size_t event_len,
+                       const char *data, size_t data_len, uint64_t time_us);
+void push_msg_ref(push_msg *m);
+void push_msg_unref(push_msg *m);
+
+typedef struct push_channel push_channel;
+typedef struct push_client push_client;
+
+/* One subscription of one client to one channel. */
+typedef struct push_sub {
+    push_client     *client;
+    push_channel    *channel;
+    uint64_t         sent_id;   /* last id written to the client: owner thread only */
+    struct push_sub *chan_prev, *chan_next;   /* in the channel's list */
+    struct push_sub *client_next;             /* in the client's list */
+} push_sub;
+
+typedef struct push_entry {
+    push_msg *msg;
+    push_sub *sub;
+} push_entry;
+
+/* The hub's view of a subscriber connection; embedded in the reactor's hold. */
+struct push_client {
+    push_sub    *subs;
+    push_entry  *queue;
+    int          qlen, qcap, qmax;
+    int          overflow;       /* set when a message was dropped: the client is a slow consumer */
+    int          ready;          /* in the ready list */
+    push_client *ready_next, *ready_prev;
+    void        *owner;
+};
+
+/* Called with the hub locked when a channel's local subscriber count
+ * changes from or to zero, or changes at all while mark_dirty is pending;
+ * must only enqueue work (the link thread sends the counts). */
+typedef void push_hub_count_fn(void *arg, const char *channel);
+
+typedef struct push_hub push_hub;
+
+push_hub *push_hub_new(push_hub_count_fn *on_count, void *arg);
+void      push_hub_destroy(push_hub **hub);
+
+void push_client_init(push_client *c, int qmax, void *owner);
+
+/* Subscribe client to channel.  Returns the subscription or NULL when out
+ * of memory (nothing changed then). */
+push_sub *push_hub_subscribe(push_hub *h, push_client *c, const char *channel);
+
+/* Remove every subscription of the client, drop its queue and take it off
+ * the ready list.  Afterwards no other thread refers to the client. */
+void push_hub_detach(push_hub *h, push_client *c);
+
+/* Link thread: queue msg for every local subscriber of its channel.
+ * Returns how many clients became ready (0: nobody to wake). */
+int push_hub_dispatch(push_hub *h, push_msg *msg);
+
+/* Reactor: take the whole ready list.  Returns its head; walk with
+ * ready_next.  Clients stay valid: only their owner frees them. */
+push_client *push_hub_take_ready(push_hub *h);
+
+/* Owner: move up to max queued entries of the client to out (the caller
+ * then owns their references), stopping once their data add up to
+ * max_bytes (at least one entry moves).  Entries already sent
+ * (id <= sub->sent_id) are dropped here.  Returns the number moved;
+ * *overflow tells whether the queue overflowed since the last call. */
+int push_hub_drain(push_hub *h, push_client *c, push_entry *out, int max, size_t max_bytes,
+                   int *overflow);
+
+/* Local subscriber count of a channel (0 when unknown) and whether the
+ * hub has any channel at all; for the link thread. */
+int push_hub_count(push_hub *h, const char *channel);
+
+/* Call fn for every channel with subscribers (link reconnect). */
+void push_hub_each_channel(push_hub *h, void (*fn)(void *arg, const char *channel, int count),
+                           void *arg);
+
+/* Totals for statistics. */
+void push_hub_totals(push_hub *h, int *channels, int *subscriptions);
+
+#endif

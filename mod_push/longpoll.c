@@ -1,0 +1,101 @@
+/*
+ * longpoll.c — long and short polling transports.
+ *
+ * Both answer one JSON document:
+ *   {"channel":"c","messages":[<message>...],"last_id":N}
+ * where <message> is push_msg->json and last_id is the cursor for the next
+ * poll.  A long poll with nothing to answer is parked; the reactor answers
+ * with the first messages that arrive, or with an empty list when
+ * PushLongPollTimeout runs out.
+ */
+#include "transports.h"
+#include "poll_format.h"
+#include "push_proto.h"
+
+#include "http_protocol.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+/* Build the JSON document; malloc'ed, NULL when out of memory. */
+static char *s_body(const char *channel, push_msg *const *msgs, int n, uint64_t last_id,
+                    size_t *len)
+{
+    size_t chlen = strlen(channel);
+    size_t cap = 64 + push_json_str_max(chlen);
+    for (int i = 0; i < n; i++)
+        cap += msgs[i]->json_len + 1;
+    char *buf = malloc(cap), *p = buf;
+    if (!buf)
+        return NULL;
+    memcpy(p, "{\"channel\":", 11);
+    p += 11;
+    p += push_json_str(p, channel, chlen);
+    memcpy(p, ",\"messages\":[", 13);
+    p += 13;
+    for (int i = 0; i < n; i++) {
+        if (i)
+            *p++ = ',';
+        memcpy(p, msgs[i]->json, msgs[i]->json_len);
+        p += msgs[i]->json_len;
+    }
+    memcpy(p, "],\"last_id\":", 12);
+    p += 12;
+    p += push_fmt_u64(p, last_id);
+    memcpy(p, "}\n", 2);
+    p += 2;
+    *len = (size_t)(p - buf);
+    return buf;
+}
+
+int push_poll_respond(request_rec *r, const char *channel, push_msg *const *msgs, int n,
+                      uint64_t cursor)
+{
+    size_t len;
+    uint64_t last = n ? msgs[n - 1]->id : cursor;
+    char *body = s_body(channel, msgs, n, last, &len);
+    if (!body)
+        return HTTP_INTERNAL_SERVER_ERROR;
+    ap_set_content_type(r, "application/json");
+    apr_table_setn(r->headers_out, "Cache-Control", "no-cache");
+    ap_set_content_length(r, (apr_off_t)len);
+    ap_rwrite(body, (int)len, r);
+    free(body);
+    return OK;
+}
+
+/* Reactor: answer the parked poll and finish. */
+static int s_answer(push_hold *h, push_msg *const *msgs, int n, uint64_t last)
+{
+    size_t len;
+    char *body = s_body(h->channel, msgs, n, last, &len);
+    if (!body) {
+        h->aborted = 1;
+        return 1;
+    }
+    ap_set_content_length(h->r, (apr_off_t)len);
+    push_hold_write(h, body, len);
+    free(body);
+    push_hold_flush(h);
+    return 1;
+}
+
+static int s_deliver(push_hold *h, push_entry *e, int n)
+{
+    push_msg *msgs[64];
+    if (n > 64)
+        n = 64;
+    for (int i = 0; i < n; i++) {
+        msgs[i] = e[i].msg;
+        e[i].sub->sent_id = e[i].msg->id;
+    }
+    return s_answer(h, msgs, n, msgs[n - 1]->id);
+}
+
+static int s_tick(push_hold *h, apr_time_t now)
+{
+    uint64_t cursor = h->client.subs ? h->client.subs->sent_id : 0;
+    return s_answer(h, NULL, 0, cursor);
+}
+
+const push_transport push_longpoll_transport = { "longpoll", s_deliver, s_tick };

@@ -1,0 +1,323 @@
+/*
+ * mod_push.c — module glue: configuration, directives, hooks.
+ *
+ * Transports live in sse.c and longpoll.c, the handlers in subscribe.c and
+ * publish.c, the per-child machinery in hub.c, link.c and reactor.c.
+ * Directives are documented in docs/directives.md.
+ */
+#include "mod_push.h"
+#include "hub.h"
+#include "link.h"
+#include "reactor.h"
+#include "poll_format.h"
+#include "push_proto.h"
+
+#include "http_protocol.h"
+#include "http_request.h"
+#include "mpm_common.h"
+#include "ap_mpm.h"
+#include "apr_strings.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+#define DEFAULT_BROKER_TIMEOUT_MS 5000
+#define DEFAULT_LONGPOLL_TIMEOUT  30
+#define DEFAULT_SSE_KEEPALIVE     15
+#define DEFAULT_SSE_RETRY_MS      2000
+#define DEFAULT_RETRY_AFTER       5
+#define DEFAULT_MAX_QUEUE         1000
+
+/* Set once in child_init, before any other thread of ours starts. */
+static push_child *s_child;
+
+push_child *push_child_get(void)
+{
+    return s_child;
+}
+
+/* ---- configuration -------------------------------------------------------------- */
+
+static void *s_create_server_conf(apr_pool_t *p, server_rec *s)
+{
+    push_server_conf *sc = apr_pcalloc(p, sizeof *sc);
+    sc->broker_timeout_ms = PUSH_UNSET;
+    return sc;
+}
+
+static void *s_merge_server_conf(apr_pool_t *p, void *basev, void *addv)
+{
+    push_server_conf *base = basev, *add = addv, *sc = apr_pcalloc(p, sizeof *sc);
+    sc->broker = add->broker ? add->broker : base->broker;
+    sc->broker_timeout_ms = add->broker_timeout_ms != PUSH_UNSET ? add->broker_timeout_ms
+                                                                 : base->broker_timeout_ms;
+    return sc;
+}
+
+static void *s_create_dir_conf(apr_pool_t *p, char *path)
+{
+    push_dir_conf *d = apr_pcalloc(p, sizeof *d);
+    d->location = path;
+    d->longpoll_timeout = d->sse_keepalive = d->sse_retry_ms = PUSH_UNSET;
+    d->retry_after = d->max_queue = PUSH_UNSET;
+    d->max_message_size = PUSH_UNSET;
+    return d;
+}
+
+#define MERGE(f) d->f = add->f != PUSH_UNSET ? add->f : base->f
+
+static void *s_merge_dir_conf(apr_pool_t *p, void *basev, void *addv)
+{
+    push_dir_conf *base = basev, *add = addv, *d = apr_pcalloc(p, sizeof *d);
+    d->location = add->location ? add->location : base->location;
+    MERGE(longpoll_timeout);
+    MERGE(sse_keepalive);
+    MERGE(sse_retry_ms);
+    MERGE(max_message_size);
+    MERGE(retry_after);
+    MERGE(max_queue);
+    return d;
+}
+
+#define OR_DEFAULT(v, def) ((v) != PUSH_UNSET ? (v) : (def))
+
+void push_settings_resolve(const push_dir_conf *d, push_settings *out)
+{
+    out->longpoll_timeout = apr_time_from_sec(OR_DEFAULT(d->longpoll_timeout,
+                                                         DEFAULT_LONGPOLL_TIMEOUT));
+    out->sse_keepalive = apr_time_from_sec(OR_DEFAULT(d->sse_keepalive, DEFAULT_SSE_KEEPALIVE));
+    out->sse_retry_ms = OR_DEFAULT(d->sse_retry_ms, DEFAULT_SSE_RETRY_MS);
+    out->max_message_size = (size_t)OR_DEFAULT(d->max_message_size, PUSH_DEFAULT_MAX_MSG);
+    out->retry_after = OR_DEFAULT(d->retry_after, DEFAULT_RETRY_AFTER);
+    out->max_queue = OR_DEFAULT(d->max_queue, DEFAULT_MAX_QUEUE);
+}
+
+/* ---- directives ------------------------------------------------------------------ */
+
+static const char *s_set_broker(cmd_parms *cmd, void *dummy, const char *arg)
+{
+    push_server_conf *sc = ap_get_module_config(cmd->server->module_config, &push_module);
+    if (strncmp(arg, "tcp://", 6) != 0 && strncmp(arg, "ipc://", 6) != 0)
+        return "PushBroker: the endpoint must start with tcp:// or ipc://";
+    sc->broker = arg;
+    return NULL;
+}
+
+/* Parse a whole number in [min, max]. */
+static const char *s_int(cmd_parms *cmd, const char *arg, long min, long max, long *out)
+{
+    char *end;
+    long v = strtol(arg, &end, 10);
+    if (!*arg || *end || v < min || v > max)
+        return apr_psprintf(cmd->pool, "%s: '%s' is not a number from %ld to %ld",
+                            cmd->directive->directive, arg, min, max);
+    *out = v;
+    return NULL;
+}
+
+static const char *s_set_broker_timeout(cmd_parms *cmd, void *dummy, const char *arg)
+{
+    push_server_conf *sc = ap_get_module_config(cmd->server->module_config, &push_module);
+    long v = 0;
+    const char *err = s_int(cmd, arg, 10, 600000, &v);
+    if (!err)
+        sc->broker_timeout_ms = (int)v;
+    return err;
+}
+
+/* Per-directory integer directives: cmd->info is the field's offset. */
+static const char *s_set_dir_int(cmd_parms *cmd, void *dv, const char *arg)
+{
+    long v = 0;
+    const char *err = s_int(cmd, arg, 0, 86400L * 365, &v);
+    if (!err)
+        *(int *)((char *)dv + (size_t)cmd->info) = (int)v;
+    return err;
+}
+
+static const char *s_set_max_message(cmd_parms *cmd, void *dv, const char *arg)
+{
+    push_dir_conf *d = dv;
+    long v = 0;
+    const char *err = s_int(cmd, arg, 1, 64L * 1024 * 1024, &v);
+    if (!err)
+        d->max_message_size = v;
+    return err;
+}
+
+static const char *s_set_max_queue(cmd_parms *cmd, void *dv, const char *arg)
+{
+    push_dir_conf *d = dv;
+    long v = 0;
+    const char *err = s_int(cmd, arg, 1, 1000000, &v);
+    if (!err)
+        d->max_queue = (int)v;
+    return err;
+}
+
+#define DIR_INT(name, field, help) \
+    AP_INIT_TAKE1(name, s_set_dir_int, (void *)APR_OFFSETOF(push_dir_conf, field), \
+                  OR_ALL, help)
+
+static const command_rec s_cmds[] = {
+    AP_INIT_TAKE1("PushBroker", s_set_broker, NULL, RSRC_CONF,
+                  "ZeroMQ endpoint of pushbrokerd's link socket, e.g. tcp://127.0.0.1:7703"),
+    AP_INIT_TAKE1("PushBrokerTimeout", s_set_broker_timeout, NULL, RSRC_CONF,
+                  "milliseconds to wait for pushbrokerd's answer (default 5000)"),
+    DIR_INT("PushLongPollTimeout", longpoll_timeout,
+            "seconds a long poll waits for a message (default 30)"),
+    DIR_INT("PushSSEKeepalive", sse_keepalive,
+            "seconds between SSE keep-alive comments, 0 = none (default 15)"),
+    DIR_INT("PushSSERetry", sse_retry_ms,
+            "SSE retry: hint in milliseconds, 0 = none (default 2000)"),
+    DIR_INT("PushRetryAfter", retry_after,
+            "Retry-After seconds sent with 503 when the broker is down (default 5)"),
+    AP_INIT_TAKE1("PushMaxMessageSize", s_set_max_message, NULL, OR_ALL,
+                  "largest message data accepted for publishing, in bytes (default 65536)"),
+    AP_INIT_TAKE1("PushMaxQueue", s_set_max_queue, NULL, OR_ALL,
+                  "messages queued for one slow connection before it is cut off (default 1000)"),
+    { NULL }
+};
+
+/* ---- shared request helpers -------------------------------------------------------- */
+
+const char *push_request_channel(request_rec *r, const push_dir_conf *d, int *status)
+{
+    const char *uri = r->uri, *rest;
+    size_t loclen = d->location ? strlen(d->location) : 0;
+    if (loclen && strncmp(uri, d->location, loclen) == 0)
+        rest = uri + loclen;
+    else {
+        /* <LocationMatch> and friends: the last path segment names the channel. */
+        const char *slash = strrchr(uri, '/');
+        rest = slash ? slash + 1 : uri;
+    }
+    while (*rest == '/')
+        rest++;
+    if (!*rest || strchr(rest, '/')) {
+        *status = HTTP_NOT_FOUND;
+        return NULL;
+    }
+    if (!push_channel_valid(rest, strlen(rest))) {
+        *status = HTTP_BAD_REQUEST;
+        return NULL;
+    }
+    return rest;
+}
+
+int push_json_error(request_rec *r, int status, const char *code, const char *msg)
+{
+    char *m = apr_palloc(r->pool, push_json_str_max(strlen(msg)) + 1);
+    char *c = apr_palloc(r->pool, push_json_str_max(strlen(code)) + 1);
+    m[push_json_str(m, msg, strlen(msg))] = '\0';
+    c[push_json_str(c, code, strlen(code))] = '\0';
+    r->status = status;
+    ap_set_content_type(r, "application/json");
+    apr_table_setn(r->headers_out, "Cache-Control", "no-cache");
+    ap_rprintf(r, "{\"error\":%s,\"message\":%s}\n", c, m);
+    return OK;
+}
+
+/* ---- hooks ---------------------------------------------------------------------- */
+
+static void s_count_changed(void *arg, const char *channel)
+{
+    push_child *ch = arg;
+    if (ch->link)
+        push_link_count_changed(ch->link, channel);
+}
+
+static apr_status_t s_child_exit(void *arg)
+{
+    push_child *ch = arg;
+    push_reactor_destroy(&ch->rx);
+    push_link_stop(&ch->link);
+    push_hub_destroy(&ch->hub);
+    s_child = NULL;
+    free(ch);
+    return APR_SUCCESS;
+}
+
+static void s_child_init(apr_pool_t *pchild, server_rec *s)
+{
+    push_server_conf *sc = ap_get_module_config(s->module_config, &push_module);
+    int async = 0;
+    if (ap_mpm_query(AP_MPMQ_IS_ASYNC, &async) != APR_SUCCESS || !async) {
+        ap_log_error(APLOG_MARK, APLOG_ERR, 0, s, APLOGNO(20040)
+                     "mod_push needs the event MPM; push locations will answer 500");
+        return;
+    }
+    push_child *ch = calloc(1, sizeof *ch);
+    if (!ch)
+        return;
+    ch->s = s;
+    ch->broker_timeout_ms = OR_DEFAULT(sc->broker_timeout_ms, DEFAULT_BROKER_TIMEOUT_MS);
+    ch->hub = push_hub_new(s_count_changed, ch);
+    ch->rx = ch->hub ? push_reactor_start(s, ch->hub) : NULL;
+    ch->link = ch->rx ? push_link_start(s, sc->broker ? sc->broker : PUSH_DEFAULT_LINK_ENDPOINT,
+                                        ch->hub, push_reactor_wake, ch->rx)
+                      : NULL;
+    apr_pool_cleanup_register(pchild, ch, s_child_exit, apr_pool_cleanup_null);
+    if (!ch->link) {
+        ap_log_error(APLOG_MARK, APLOG_CRIT, 0, s, APLOGNO(20041)
+                     "mod_push could not start in this child");
+        return;
+    }
+    s_child = ch;
+}
+
+static void s_child_stopping(apr_pool_t *pchild, int graceful)
+{
+    /* Held connections would keep this child alive (and its scoreboard
+     * slot taken) until they end: end them now. */
+    if (s_child)
+        push_reactor_stop(s_child->rx);
+}
+
+static void s_suspend_connection(conn_rec *c, request_rec *r)
+{
+    push_hold *h = ap_get_module_config(c->conn_config, &push_module);
+    if (!h || !s_child)
+        return;
+    ap_set_module_config(c->conn_config, &push_module, NULL);
+    push_reactor_park(s_child->rx, h);
+}
+
+static int s_handler(request_rec *r)
+{
+    if (!r->handler || strncmp(r->handler, "push-", 5) != 0)
+        return DECLINED;
+    if (!s_child) {
+        push_dir_conf *d = ap_get_module_config(r->per_dir_config, &push_module);
+        push_settings set;
+        push_settings_resolve(d, &set);
+        apr_table_setn(r->err_headers_out, "Retry-After",
+                       apr_psprintf(r->pool, "%d", set.retry_after));
+        return push_json_error(r, HTTP_SERVICE_UNAVAILABLE, PUSH_ERR_UNAVAILABLE,
+                               "mod_push is not running in this server process");
+    }
+    if (strcmp(r->handler, "push-subscriber") == 0)
+        return push_subscriber_handler(r);
+    if (strcmp(r->handler, "push-publisher") == 0)
+        return push_publisher_handler(r);
+    return DECLINED;
+}
+
+static void s_register_hooks(apr_pool_t *p)
+{
+    ap_hook_child_init(s_child_init, NULL, NULL, APR_HOOK_MIDDLE);
+    ap_hook_child_stopping(s_child_stopping, NULL, NULL, APR_HOOK_MIDDLE);
+    ap_hook_suspend_connection(s_suspend_connection, NULL, NULL, APR_HOOK_MIDDLE);
+    ap_hook_handler(s_handler, NULL, NULL, APR_HOOK_MIDDLE);
+}
+
+AP_DECLARE_MODULE(push) = {
+    STANDARD20_MODULE_STUFF,
+    s_create_dir_conf,
+    s_merge_dir_conf,
+    s_create_server_conf,
+    s_merge_server_conf,
+    s_cmds,
+    s_register_hooks,
+    AP_MODULE_FLAG_NONE
+};

@@ -1,0 +1,85 @@
+/*
+ * mod_push.h — what the files of mod_push share: the module record, the
+ * configuration structures and the per-child state.
+ *
+ * Threads in an Apache child (see docs/architecture.md):
+ *   - MPM workers run the handlers and, borrowed through timed callbacks,
+ *     finish held connections (push_reactor_finish_cb);
+ *   - the link thread (link.c) owns the ZeroMQ socket to pushbrokerd;
+ *   - the reactor thread (reactor.c) owns every parked connection.
+ * They meet only in the hub (registry.c), under its one lock.
+ */
+#ifndef MOD_PUSH_H
+#define MOD_PUSH_H
+
+#include "httpd.h"
+#include "http_config.h"
+#include "http_log.h"
+
+#include <stdint.h>
+
+extern module AP_MODULE_DECLARE_DATA push_module;
+
+#define PUSH_UNSET (-1)
+
+/* Server-wide settings (only the main server's are used: one link per child). */
+typedef struct push_server_conf {
+    const char *broker;        /* PushBroker: the broker's link endpoint */
+    int         broker_timeout_ms; /* PushBrokerTimeout */
+} push_server_conf;
+
+/* Per-directory settings; every field has PUSH_UNSET / NULL for "not set here"
+ * so that merging is exact (see push_merge_dir_conf). */
+typedef struct push_dir_conf {
+    const char *location;      /* the <Location> path: the channel is what follows */
+    int  longpoll_timeout;     /* PushLongPollTimeout, seconds */
+    int  sse_keepalive;        /* PushSSEKeepalive, seconds (0 = off) */
+    int  sse_retry_ms;         /* PushSSERetry, milliseconds (0 = do not send retry:) */
+    long max_message_size;     /* PushMaxMessageSize, bytes */
+    int  retry_after;          /* PushRetryAfter, seconds, sent with 503 */
+    int  max_queue;            /* PushMaxQueue, messages queued per connection */
+} push_dir_conf;
+
+/* Resolved values with defaults applied, copied into every held connection so
+ * that the reactor never reads configuration owned by a pool. */
+typedef struct push_settings {
+    apr_interval_time_t longpoll_timeout;
+    apr_interval_time_t sse_keepalive;
+    int    sse_retry_ms;
+    size_t max_message_size;
+    int    retry_after;
+    int    max_queue;
+} push_settings;
+
+void push_settings_resolve(const push_dir_conf *d, push_settings *out);
+
+/* Channel named by the request URI: what follows the <Location> path.
+ * Returns NULL (and sets *status to 404 or 400) when there is none or it is
+ * not a valid channel name. */
+const char *push_request_channel(request_rec *r, const push_dir_conf *d, int *status);
+
+/* Send a JSON error body {"error":code,"message":msg} with the given status;
+ * returns the value a handler should return. */
+int push_json_error(request_rec *r, int status, const char *code, const char *msg);
+
+/* Per-child state, created in child_init (after fork) and owned by the
+ * child's main thread; read-only for the other threads once set. */
+struct push_hub;
+struct push_link;
+struct push_reactor;
+typedef struct push_child {
+    server_rec          *s;
+    struct push_hub     *hub;
+    struct push_link    *link;
+    struct push_reactor *rx;
+    int                  broker_timeout_ms;
+} push_child;
+
+/* NULL before child_init or when it failed. */
+push_child *push_child_get(void);
+
+/* Handlers (one per file). */
+int push_subscriber_handler(request_rec *r);   /* subscribe.c */
+int push_publisher_handler(request_rec *r);    /* publish.c */
+
+#endif

@@ -1,0 +1,513 @@
+/*
+ * reactor.c — the per-child event loop owning parked connections; see reactor.h.
+ */
+#include "reactor.h"
+
+#include "http_connection.h"
+#include "http_core.h"
+#include "http_protocol.h"
+#include "http_request.h"
+#include "mpm_common.h"
+#include "ap_mpm.h"
+
+#include <errno.h>
+#include <pthread.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/epoll.h>
+#include <sys/eventfd.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+APLOG_USE_MODULE(push);
+
+#define TICK_MS          250
+#define BATCH_ENTRIES    32
+#define BATCH_BYTES      (32 * 1024)   /* stays below core's FlushMaxThreshold */
+#define PARKED_TIMEOUT   apr_time_from_msec(50)   /* bounds any write wait on the reactor */
+#define CLOSE_TIMEOUT    apr_time_from_sec(2)     /* final flush on the worker */
+#define LINGER_TIME      apr_time_from_sec(2)
+#define DESTROY_GRACE    apr_time_from_msec(100)  /* see apache-async.md §3 */
+
+enum { HOLD_NEW, HOLD_PARKED, HOLD_FINISHING, HOLD_LINGER, HOLD_DESTROYING };
+
+struct push_reactor {
+    server_rec     *s;
+    push_hub       *hub;
+    int             epfd;
+    int             evfd;
+    pthread_t       thread;
+    int             started;
+    int             quit;         /* atomic: leave the loop */
+    int             stopping;     /* atomic: graceful stop requested */
+    pthread_mutex_t lock;         /* incoming, closing_in */
+    push_hold      *incoming;     /* parked by the suspend hook */
+    push_hold      *closing_in;   /* finished by a worker, waiting for linger */
+    /* reactor thread only */
+    push_hold      *held;         /* parked holds */
+    push_hold      *closing;      /* lingering or waiting to be destroyed */
+    /* statistics (atomic) */
+    int             nheld;
+    uint64_t        delivered;
+    uint64_t        slow_cut;
+};
+
+/* ---- the nudge bucket: ends mod_ssl's coalescing without forcing a blocking flush */
+
+static apr_status_t s_nudge_read(apr_bucket *b, const char **str, apr_size_t *len,
+                                 apr_read_type_e block)
+{
+    *str = NULL;
+    *len = 0;
+    return APR_SUCCESS;
+}
+
+static const apr_bucket_type_t s_nudge_type = {
+    "PUSH_NUDGE", 5, APR_BUCKET_METADATA,
+    apr_bucket_destroy_noop, s_nudge_read, apr_bucket_setaside_noop,
+    apr_bucket_split_notimpl, apr_bucket_simple_copy
+};
+
+static apr_bucket *s_nudge_create(apr_bucket_alloc_t *list)
+{
+    apr_bucket *b = apr_bucket_alloc(sizeof *b, list);
+    APR_BUCKET_INIT(b);
+    b->free = apr_bucket_free;
+    b->list = list;
+    b->length = 0;
+    b->start = 0;
+    b->data = NULL;
+    b->type = &s_nudge_type;
+    return b;
+}
+
+/* ---- writing ------------------------------------------------------------------ */
+
+/* Write what core output holds, without blocking (a NULL brigade). */
+static apr_status_t s_kick(push_hold *h)
+{
+    ap_filter_t *f = h->c->output_filters;
+    while (f->next)
+        f = f->next;
+    return f->frec->filter_func.out_func(f, NULL);
+}
+
+void push_hold_write(push_hold *h, const char *data, size_t len)
+{
+    apr_bucket *b = apr_bucket_heap_create(data, len, NULL, h->c->bucket_alloc);
+    APR_BRIGADE_INSERT_TAIL(h->bb, b);
+}
+
+int push_hold_flush(push_hold *h)
+{
+    APR_BRIGADE_INSERT_TAIL(h->bb, s_nudge_create(h->c->bucket_alloc));
+    apr_status_t rv = ap_pass_brigade(h->r->output_filters, h->bb);
+    apr_brigade_cleanup(h->bb);
+    if (rv == APR_SUCCESS && !h->c->aborted)
+        rv = s_kick(h);
+    if (rv != APR_SUCCESS || h->c->aborted) {
+        h->aborted = 1;
+        return -1;
+    }
+    return 0;
+}
+
+/* ---- holds ------------------------------------------------------------------------ */
+
+push_hold *push_hold_new(push_reactor *rx, request_rec *r, const push_transport *tp,
+                         const push_settings *set, const char *channel)
+{
+    push_hold *h = calloc(1, sizeof *h);
+    if (!h)
+        return NULL;
+    push_client_init(&h->client, set->max_queue, h);
+    h->r = r;
+    h->c = r->connection;
+    h->tp = tp;
+    h->set = *set;
+    h->channel = channel;
+    h->fd = -1;
+    apr_os_sock_get(&h->fd, ap_get_conn_socket(r->connection));
+    h->bb = apr_brigade_create(r->pool, r->connection->bucket_alloc);
+    h->state = HOLD_NEW;
+    return h;
+}
+
+void push_hold_discard(push_reactor *rx, push_hold *h)
+{
+    push_hub_detach(rx->hub, &h->client);
+    free(h);
+}
+
+static void s_wakeup(push_reactor *rx)
+{
+    uint64_t one = 1;
+    ssize_t rc = write(rx->evfd, &one, sizeof one);
+    (void)rc;
+}
+
+void push_reactor_wake(void *arg)
+{
+    s_wakeup(arg);
+}
+
+void push_reactor_park(push_reactor *rx, push_hold *h)
+{
+    h->suspended_at = apr_time_now();
+    apr_socket_timeout_set(ap_get_conn_socket(h->c), PARKED_TIMEOUT);
+    pthread_mutex_lock(&rx->lock);
+    h->next = rx->incoming;
+    rx->incoming = h;
+    pthread_mutex_unlock(&rx->lock);
+    s_wakeup(rx);
+}
+
+static void s_epoll(push_reactor *rx, push_hold *h, int op, int events)
+{
+    struct epoll_event ev = { .events = (uint32_t)events, .data.ptr = h };
+    if (epoll_ctl(rx->epfd, op, h->fd, &ev) == 0)
+        h->events = events;
+}
+
+static void s_want_out(push_reactor *rx, push_hold *h, int on)
+{
+    int events = EPOLLIN | EPOLLRDHUP | EPOLLET | (on ? EPOLLOUT : 0);
+    if (events != h->events)
+        s_epoll(rx, h, EPOLL_CTL_MOD, events);
+}
+
+static void s_list_remove(push_hold **head, push_hold *h)
+{
+    if (h->prev)
+        h->prev->next = h->next;
+    else
+        *head = h->next;
+    if (h->next)
+        h->next->prev = h->prev;
+    h->prev = h->next = NULL;
+}
+
+static void s_list_push(push_hold **head, push_hold *h)
+{
+    h->prev = NULL;
+    h->next = *head;
+    if (*head)
+        (*head)->prev = h;
+    *head = h;
+}
+
+/* ---- ending a hold: reactor -> worker (finish) -> reactor (linger) -> worker (destroy) */
+
+static void s_destroy_cb(void *baton)
+{
+    push_hold *h = baton;
+    conn_rec *c = h->c;
+    /* The MPM's pool cleanup decrements its suspended count only in this state. */
+    c->cs->state = CONN_STATE_SUSPENDED;
+    apr_pool_destroy(c->pool);
+    free(h);
+}
+
+/* Worker: end the request (last chunk, logging) and start the close. */
+static void s_finish_cb(push_hold *h)
+{
+    conn_rec *c = h->c;
+    apr_socket_timeout_set(ap_get_conn_socket(c), CLOSE_TIMEOUT);
+    if (h->aborted)
+        c->aborted = 1;
+    else
+        ap_finalize_request_protocol(h->r);
+    ap_process_request_after_handler(h->r);  /* logs the request, frees r->pool */
+    h->r = NULL;
+    h->bb = NULL;
+    if (c->aborted || ap_start_lingering_close(c) != 0)
+        h->linger_until = 0;                 /* nothing to wait for */
+    else
+        h->linger_until = apr_time_now() + LINGER_TIME;
+}
+
+/* The finish callback needs the reactor to hand the hold back; the baton
+ * carries both. */
+typedef struct finish_baton {
+    push_reactor *rx;
+    push_hold    *h;
+} finish_baton;
+
+static void s_finish_and_return(void *arg)
+{
+    finish_baton *fb = arg;
+    push_reactor *rx = fb->rx;
+    push_hold *h = fb->h;
+    free(fb);
+    s_finish_cb(h);
+    pthread_mutex_lock(&rx->lock);
+    h->next = rx->closing_in;
+    rx->closing_in = h;
+    pthread_mutex_unlock(&rx->lock);
+    s_wakeup(rx);
+}
+
+/* Reactor: stop holding h and lend a worker to finish the request. */
+static void s_end(push_reactor *rx, push_hold *h, int aborted)
+{
+    if (aborted)
+        h->aborted = 1;
+    push_hub_detach(rx->hub, &h->client);
+    epoll_ctl(rx->epfd, EPOLL_CTL_DEL, h->fd, NULL);
+    h->events = 0;
+    s_list_remove(&rx->held, h);
+    __atomic_sub_fetch(&rx->nheld, 1, __ATOMIC_RELAXED);
+    h->state = HOLD_FINISHING;
+    finish_baton *fb = malloc(sizeof *fb);
+    if (fb) {
+        fb->rx = rx;
+        fb->h = h;
+    }
+    if (!fb || ap_mpm_register_timed_callback(0, s_finish_and_return, fb) != APR_SUCCESS) {
+        /* Without a worker the request cannot be finished; the MPM reclaims
+         * the connection when the child exits. */
+        ap_log_error(APLOG_MARK, APLOG_ERR, 0, rx->s, APLOGNO(20010)
+                     "cannot schedule the end of a held connection");
+        free(fb);
+    }
+}
+
+static void s_slow(push_reactor *rx, push_hold *h)
+{
+    __atomic_add_fetch(&rx->slow_cut, 1, __ATOMIC_RELAXED);
+    ap_log_error(APLOG_MARK, APLOG_INFO, 0, rx->s, APLOGNO(20011)
+                 "slow consumer on channel %s cut off: more than %d messages queued",
+                 h->channel, h->set.max_queue);
+    s_end(rx, h, 1);
+}
+
+/* ---- serving a parked hold ---------------------------------------------------- */
+
+static void s_release(push_entry *e, int n)
+{
+    for (int i = 0; i < n; i++)
+        push_msg_unref(e[i].msg);
+}
+
+static void s_process(push_reactor *rx, push_hold *h)
+{
+    if (h->c->data_in_output_filters) {
+        if (s_kick(h) != APR_SUCCESS || h->c->aborted) {
+            s_end(rx, h, 1);
+            return;
+        }
+        if (h->c->data_in_output_filters) {
+            s_want_out(rx, h, 1);
+            return;
+        }
+    }
+    for (;;) {
+        push_entry e[BATCH_ENTRIES];
+        int overflow = 0;
+        int n = push_hub_drain(rx->hub, &h->client, e, BATCH_ENTRIES, BATCH_BYTES, &overflow);
+        if (overflow) {
+            s_release(e, n);
+            s_slow(rx, h);
+            return;
+        }
+        if (n == 0)
+            break;
+        int fin = h->tp->deliver(h, e, n);
+        s_release(e, n);
+        __atomic_add_fetch(&rx->delivered, (uint64_t)n, __ATOMIC_RELAXED);
+        if (fin || h->aborted) {
+            s_end(rx, h, h->aborted);
+            return;
+        }
+        if (h->c->data_in_output_filters) {
+            s_want_out(rx, h, 1);
+            return;
+        }
+    }
+    s_want_out(rx, h, 0);
+}
+
+/* Edge-triggered readiness: a FIN or an error ends the hold; stray bytes
+ * from the client are left alone (a push client has nothing to say). */
+static void s_on_socket(push_reactor *rx, push_hold *h, uint32_t events)
+{
+    char b;
+    if (h->state == HOLD_LINGER) {
+        char buf[512];
+        ssize_t n;
+        while ((n = recv(h->fd, buf, sizeof buf, MSG_DONTWAIT)) > 0)
+            ;
+        if (n == 0 || (n < 0 && errno != EAGAIN && errno != EWOULDBLOCK))
+            h->linger_until = 0;
+        return;
+    }
+    if (events & (EPOLLERR | EPOLLHUP | EPOLLRDHUP)
+        || ((events & EPOLLIN) && recv(h->fd, &b, 1, MSG_PEEK | MSG_DONTWAIT) == 0)) {
+        s_end(rx, h, 1);
+        return;
+    }
+    if (events & EPOLLOUT)
+        s_process(rx, h);
+}
+
+static void s_take_incoming(push_reactor *rx)
+{
+    pthread_mutex_lock(&rx->lock);
+    push_hold *list = rx->incoming, *closing = rx->closing_in;
+    rx->incoming = rx->closing_in = NULL;
+    pthread_mutex_unlock(&rx->lock);
+
+    for (push_hold *h = list, *next; h; h = next) {
+        next = h->next;
+        s_list_push(&rx->held, h);
+        __atomic_add_fetch(&rx->nheld, 1, __ATOMIC_RELAXED);
+        h->state = HOLD_PARKED;
+        s_epoll(rx, h, EPOLL_CTL_ADD, EPOLLIN | EPOLLRDHUP | EPOLLET);
+        if (__atomic_load_n(&rx->stopping, __ATOMIC_ACQUIRE))
+            s_end(rx, h, 0);
+        else
+            s_process(rx, h);
+    }
+    for (push_hold *h = closing, *next; h; h = next) {
+        next = h->next;
+        s_list_push(&rx->closing, h);
+        h->state = HOLD_LINGER;
+        if (h->linger_until)
+            s_epoll(rx, h, EPOLL_CTL_ADD, EPOLLIN | EPOLLRDHUP);
+    }
+}
+
+static void s_take_ready(push_reactor *rx)
+{
+    push_client *c = push_hub_take_ready(rx->hub), *next;
+    for (; c; c = next) {
+        next = c->ready_next;
+        push_hold *h = c->owner;
+        /* A hold not parked yet is served when it is (s_take_incoming). */
+        if (h->state == HOLD_PARKED)
+            s_process(rx, h);
+    }
+}
+
+/* Timers: transport deadlines, lingering closes and pool destruction. */
+static void s_tick(push_reactor *rx)
+{
+    apr_time_t now = apr_time_now();
+    int stopping = __atomic_load_n(&rx->stopping, __ATOMIC_ACQUIRE);
+    for (push_hold *h = rx->held, *next; h; h = next) {
+        next = h->next;
+        if (stopping)
+            s_end(rx, h, 0);
+        else if (h->deadline && now >= h->deadline && h->tp->tick(h, now))
+            s_end(rx, h, h->aborted);
+    }
+    for (push_hold *h = rx->closing, *next; h; h = next) {
+        next = h->next;
+        if (h->linger_until && now < h->linger_until)
+            continue;
+        /* The suspending worker may still be leaving the MPM (apache-async.md §3). */
+        if (h->c->sbh != NULL || now - h->suspended_at < DESTROY_GRACE)
+            continue;
+        if (h->linger_until)
+            epoll_ctl(rx->epfd, EPOLL_CTL_DEL, h->fd, NULL);
+        s_list_remove(&rx->closing, h);
+        h->state = HOLD_DESTROYING;
+        if (ap_mpm_register_timed_callback(0, s_destroy_cb, h) != APR_SUCCESS)
+            ap_log_error(APLOG_MARK, APLOG_ERR, 0, rx->s, APLOGNO(20012)
+                         "cannot schedule closing a held connection");
+    }
+}
+
+static void *s_thread(void *arg)
+{
+    push_reactor *rx = arg;
+    apr_time_t last_tick = 0;
+    struct epoll_event evs[256];
+    while (!__atomic_load_n(&rx->quit, __ATOMIC_ACQUIRE)) {
+        int n = epoll_wait(rx->epfd, evs, 256, TICK_MS);
+        int woken = 0;
+        for (int i = 0; i < n; i++) {
+            if (evs[i].data.ptr == rx) {
+                uint64_t v;
+                ssize_t rc = read(rx->evfd, &v, sizeof v);
+                (void)rc;
+                woken = 1;
+                continue;
+            }
+            push_hold *h = evs[i].data.ptr;
+            if (h->state == HOLD_PARKED || h->state == HOLD_LINGER)
+                s_on_socket(rx, h, evs[i].events);
+        }
+        if (woken) {
+            s_take_incoming(rx);
+            s_take_ready(rx);
+        }
+        apr_time_t now = apr_time_now();
+        if (now - last_tick >= apr_time_from_msec(TICK_MS) || rx->closing
+            || __atomic_load_n(&rx->stopping, __ATOMIC_ACQUIRE)) {
+            last_tick = now;
+            s_tick(rx);
+        }
+    }
+    return NULL;
+}
+
+/* ---- lifecycle ---------------------------------------------------------- */
+
+push_reactor *push_reactor_start(server_rec *s, push_hub *hub)
+{
+    push_reactor *rx = calloc(1, sizeof *rx);
+    if (!rx)
+        return NULL;
+    rx->s = s;
+    rx->hub = hub;
+    rx->epfd = epoll_create1(EPOLL_CLOEXEC);
+    rx->evfd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
+    pthread_mutex_init(&rx->lock, NULL);
+    struct epoll_event ev = { .events = EPOLLIN, .data.ptr = rx };
+    if (rx->epfd < 0 || rx->evfd < 0
+        || epoll_ctl(rx->epfd, EPOLL_CTL_ADD, rx->evfd, &ev) < 0
+        || pthread_create(&rx->thread, NULL, s_thread, rx) != 0) {
+        ap_log_error(APLOG_MARK, APLOG_CRIT, errno, s, APLOGNO(20013)
+                     "cannot start the mod_push reactor thread");
+        push_reactor_destroy(&rx);
+        return NULL;
+    }
+    rx->started = 1;
+    return rx;
+}
+
+void push_reactor_stop(push_reactor *rx)
+{
+    if (!rx)
+        return;
+    __atomic_store_n(&rx->stopping, 1, __ATOMIC_RELEASE);
+    s_wakeup(rx);
+}
+
+void push_reactor_destroy(push_reactor **rxp)
+{
+    push_reactor *rx = *rxp;
+    if (!rx)
+        return;
+    if (rx->started) {
+        __atomic_store_n(&rx->quit, 1, __ATOMIC_RELEASE);
+        s_wakeup(rx);
+        pthread_join(rx->thread, NULL);
+    }
+    /* Holds still here belong to connections the exiting process drops. */
+    if (rx->epfd >= 0)
+        close(rx->epfd);
+    if (rx->evfd >= 0)
+        close(rx->evfd);
+    pthread_mutex_destroy(&rx->lock);
+    free(rx);
+    *rxp = NULL;
+}
+
+void push_reactor_get_stats(push_reactor *rx, push_reactor_stats *out)
+{
+    out->held = __atomic_load_n(&rx->nheld, __ATOMIC_RELAXED);
+    out->delivered = __atomic_load_n(&rx->delivered, __ATOMIC_RELAXED);
+    out->slow_cut = __atomic_load_n(&rx->slow_cut, __ATOMIC_RELAXED);
+}

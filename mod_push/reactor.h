@@ -1,0 +1,95 @@
+/*
+ * reactor.h — the per-child event loop that owns parked (suspended)
+ * connections, so that a waiting subscriber holds no worker thread.
+ *
+ * Life of a held connection (a "hold"):
+ *   1. a worker runs the handler: push_hold_new(), subscribes, writes what
+ *      it can, and returns SUSPENDED;
+ *   2. the suspend_connection hook calls push_reactor_park(): from then on
+ *      only the reactor thread touches r, c, the filters and the bucket
+ *      allocator of that connection;
+ *   3. the reactor writes events without blocking (data + a "nudge" bucket
+ *      through the request's filters, then the core output filter with a
+ *      NULL brigade), watches the socket for the client going away, runs
+ *      the transport's timer, and cuts off slow consumers;
+ *   4. when the hold ends, the reactor detaches it from the hub and lends an
+ *      MPM worker (timed callback, t = 0) to finish the request (last chunk,
+ *      logging), then waits for the client's FIN (at most 2 s) and lends a
+ *      worker again to destroy the connection's pool.
+ * See docs/architecture.md and ../shared/docs/apache-async.md for why.
+ */
+#ifndef PUSH_REACTOR_H
+#define PUSH_REACTOR_H
+
+#include "hub.h"
+#include "mod_push.h"
+
+#include "apr_buckets.h"
+
+typedef struct push_reactor push_reactor;
+typedef struct push_hold push_hold;
+
+/* What a transport does with a parked connection.  Both callbacks run on
+ * the reactor thread, which owns the hold.  Return 0 to keep holding, 1 to
+ * finish the request normally. */
+typedef struct push_transport {
+    const char *name;
+    int (*deliver)(push_hold *h, push_entry *e, int n);
+    int (*tick)(push_hold *h, apr_time_t now);   /* called when now >= h->deadline */
+} push_transport;
+
+struct push_hold {
+    push_client           client;     /* the hub's side; first member */
+    request_rec          *r;
+    conn_rec             *c;
+    int                   fd;
+    const push_transport *tp;
+    push_settings         set;
+    const char           *channel;    /* from r->pool */
+    apr_bucket_brigade   *bb;         /* reused for every write */
+    apr_time_t            deadline;   /* next tp->tick */
+    /* reactor bookkeeping */
+    int                   state;
+    int                   backlog;    /* writes in a row that left data pending */
+    int                   events;     /* epoll events currently registered */
+    apr_time_t            suspended_at;
+    apr_time_t            linger_until;
+    int                   aborted;
+    push_hold            *prev, *next;
+};
+
+/* Start the reactor thread; child_init.  NULL (logged) on failure. */
+push_reactor *push_reactor_start(server_rec *s, push_hub *hub);
+
+/* Graceful stop: end every hold cleanly (child_stopping), then let the
+ * workers finish them.  push_reactor_destroy() joins the thread. */
+void push_reactor_stop(push_reactor *rx);
+void push_reactor_destroy(push_reactor **rx);
+
+/* Wake the reactor: the hub has ready clients (link thread callback). */
+void push_reactor_wake(void *rx);
+
+/* Worker: a new hold for r, not yet parked.  Allocated with malloc. */
+push_hold *push_hold_new(push_reactor *rx, request_rec *r, const push_transport *tp,
+                         const push_settings *set, const char *channel);
+
+/* Worker: the handler did not suspend after all: detach and free. */
+void push_hold_discard(push_reactor *rx, push_hold *h);
+
+/* suspend_connection hook: hand the hold to the reactor. */
+void push_reactor_park(push_reactor *rx, push_hold *h);
+
+/* Owner thread: queue bytes for the client (copied) / flush them without
+ * blocking.  push_hold_flush returns 0, or -1 when the connection failed. */
+void push_hold_write(push_hold *h, const char *data, size_t len);
+int  push_hold_flush(push_hold *h);
+
+/* Statistics of this child's reactor. */
+typedef struct push_reactor_stats {
+    int      held;
+    uint64_t delivered;
+    uint64_t slow_cut;
+} push_reactor_stats;
+void push_reactor_get_stats(push_reactor *rx, push_reactor_stats *out);
+
+#endif

@@ -1,0 +1,67 @@
+/*
+ * sse.c — Server-Sent Events transport.
+ *
+ * The worker sends the headers, a comment, the retry: hint and the missed
+ * history, flushed, before the connection is parked; afterwards the reactor
+ * writes one pre-encoded event block per message (push_msg->sse, encoded
+ * once per message by the hub) and a keep-alive comment when idle.
+ */
+#include "transports.h"
+
+#include "http_protocol.h"
+#include "util_filter.h"
+
+#include <stdio.h>
+
+static void s_next_keepalive(push_hold *h, apr_time_t now)
+{
+    h->deadline = h->set.sse_keepalive > 0 ? now + h->set.sse_keepalive : 0;
+}
+
+static int s_deliver(push_hold *h, push_entry *e, int n)
+{
+    for (int i = 0; i < n; i++) {
+        push_hold_write(h, e[i].msg->sse, e[i].msg->sse_len);
+        e[i].sub->sent_id = e[i].msg->id;
+    }
+    if (push_hold_flush(h) < 0)
+        return 1;
+    s_next_keepalive(h, apr_time_now());
+    return 0;
+}
+
+static int s_tick(push_hold *h, apr_time_t now)
+{
+    static const char keepalive[] = ": keepalive\n\n";
+    push_hold_write(h, keepalive, sizeof keepalive - 1);
+    if (push_hold_flush(h) < 0)
+        return 1;
+    s_next_keepalive(h, now);
+    return 0;
+}
+
+const push_transport push_sse_transport = { "sse", s_deliver, s_tick };
+
+int push_sse_begin(push_hold *h, const push_history *hist)
+{
+    request_rec *r = h->r;
+    apr_bucket_alloc_t *ba = r->connection->bucket_alloc;
+    apr_bucket_brigade *bb = apr_brigade_create(r->pool, ba);
+
+    ap_set_content_type(r, "text/event-stream; charset=utf-8");
+    apr_table_setn(r->headers_out, "Cache-Control", "no-cache");
+    apr_table_setn(r->headers_out, "X-Accel-Buffering", "no");
+    apr_table_setn(r->subprocess_env, "no-gzip", "1");
+    r->connection->keepalive = AP_CONN_CLOSE;
+
+    apr_brigade_puts(bb, NULL, NULL, ": mod_push\n\n");
+    if (h->set.sse_retry_ms > 0)
+        apr_brigade_printf(bb, NULL, NULL, "retry: %d\n\n", h->set.sse_retry_ms);
+    for (int i = 0; i < hist->n; i++)
+        apr_brigade_write(bb, NULL, NULL, hist->msgs[i]->sse, hist->msgs[i]->sse_len);
+    APR_BRIGADE_INSERT_TAIL(bb, apr_bucket_flush_create(ba));
+    apr_status_t rv = ap_pass_brigade(r->output_filters, bb);
+    apr_brigade_cleanup(bb);
+    s_next_keepalive(h, apr_time_now());
+    return rv == APR_SUCCESS && !r->connection->aborted ? 0 : -1;
+}

@@ -1,0 +1,227 @@
+/*
+ * subscribe.c — the push-subscriber handler: chooses the transport from the
+ * request, fetches what the client missed, and parks the connection.
+ *
+ *   Accept: text/event-stream      -> Server-Sent Events
+ *   ?poll=1                        -> short polling (answers at once)
+ *   any other GET                  -> long polling
+ * Cursor: the Last-Event-ID header, or the last_id query parameter.
+ */
+#include "transports.h"
+#include "link.h"
+
+#include "http_protocol.h"
+#include "http_request.h"
+#include "apr_strings.h"
+
+#include <string.h>
+
+APLOG_USE_MODULE(push);
+
+/* ---- history ------------------------------------------------------------------ */
+
+static apr_status_t s_release_msgs(void *arg)
+{
+    push_history *hist = arg;
+    for (int i = 0; i < hist->n; i++)
+        push_msg_unref(hist->msgs[i]);
+    hist->n = 0;
+    return APR_SUCCESS;
+}
+
+/* HIST <reqid> OK <last_id> <oldest_id> (<id> <event> <data> <time_us>)* */
+static int s_parse_history(request_rec *r, const char *channel, push_frames *f,
+                           push_history *out)
+{
+    if (f->count < 5 || (f->count - 5) % 4 != 0
+        || push_parse_u64(f->frame[3].data, f->frame[3].size, &out->last_id) < 0
+        || push_parse_u64(f->frame[4].data, f->frame[4].size, &out->oldest_id) < 0)
+        return -1;
+    int n = (f->count - 5) / 4;
+    out->msgs = apr_pcalloc(r->pool, sizeof *out->msgs * (size_t)(n ? n : 1));
+    out->n = 0;
+    apr_pool_cleanup_register(r->pool, out, s_release_msgs, apr_pool_cleanup_null);
+    for (int i = 0; i < n; i++) {
+        const push_frame *m = &f->frame[5 + 4 * i];
+        uint64_t id, t;
+        if (push_parse_u64(m[0].data, m[0].size, &id) < 0
+            || push_parse_u64(m[3].data, m[3].size, &t) < 0)
+            return -1;
+        push_msg *msg = push_msg_new(channel, strlen(channel), id, m[1].data, m[1].size,
+                                     m[2].data, m[2].size, t);
+        if (!msg)
+            return -1;
+        out->msgs[out->n++] = msg;
+    }
+    return 0;
+}
+
+int push_history_fetch(request_rec *r, const char *channel, const uint64_t *after,
+                       push_history *out)
+{
+    push_child *ch = push_child_get();
+    char num[24] = "-";
+    if (after)
+        push_fmt_u64(num, *after);
+    push_frame req[3] = { push_str_frame(PUSH_LINK_HIST), push_str_frame(channel),
+                          push_str_frame(num) };
+    push_frames rep;
+    memset(out, 0, sizeof *out);
+    if (!ch || push_link_request(ch->link, req, 3, ch->broker_timeout_ms, &rep) < 0)
+        return HTTP_SERVICE_UNAVAILABLE;
+    int status = OK;
+    if (!push_frame_is(&rep, 2, PUSH_REP_OK))
+        status = HTTP_BAD_REQUEST;
+    else if (s_parse_history(r, channel, &rep, out) < 0) {
+        ap_log_rerror(APLOG_MARK, APLOG_ERR, 0, r, APLOGNO(20020)
+                      "malformed history reply from pushbrokerd for channel %s", channel);
+        status = HTTP_BAD_GATEWAY;
+    }
+    push_frames_close(&rep);
+    return status;
+}
+
+/* ---- request parsing --------------------------------------------------------- */
+
+/* Value of a query parameter (not unescaped: cursors and flags are plain). */
+static const char *s_query_param(request_rec *r, const char *name)
+{
+    size_t len = strlen(name);
+    for (const char *p = r->args; p && *p;) {
+        const char *end = strchr(p, '&');
+        size_t plen = end ? (size_t)(end - p) : strlen(p);
+        if (plen >= len && strncmp(p, name, len) == 0 && (plen == len || p[len] == '='))
+            return apr_pstrndup(r->pool, plen == len ? p + len : p + len + 1,
+                                plen == len ? 0 : plen - len - 1);
+        p = end ? end + 1 : NULL;
+    }
+    return NULL;
+}
+
+/* 0: no cursor; 1: cursor in *out; -1: malformed. */
+static int s_cursor(request_rec *r, uint64_t *out)
+{
+    const char *v = apr_table_get(r->headers_in, "Last-Event-ID");
+    if (!v || !*v)
+        v = s_query_param(r, "last_id");
+    if (!v || !*v)
+        return 0;
+    return push_parse_u64(v, strlen(v), out) == 0 ? 1 : -1;
+}
+
+static int s_wants_sse(request_rec *r)
+{
+    const char *accept = apr_table_get(r->headers_in, "Accept");
+    return accept && ap_strcasestr(accept, "text/event-stream") != NULL;
+}
+
+static int s_unavailable(request_rec *r, const push_settings *set)
+{
+    apr_table_setn(r->err_headers_out, "Retry-After",
+                   apr_psprintf(r->pool, "%d", set->retry_after));
+    return push_json_error(r, HTTP_SERVICE_UNAVAILABLE, PUSH_ERR_UNAVAILABLE,
+                           "the message broker is not reachable; retry later");
+}
+
+/* ---- transports ------------------------------------------------------------------ */
+
+static int s_short_poll(request_rec *r, const char *channel, const push_settings *set,
+                        int has_cursor, uint64_t cursor)
+{
+    push_history hist;
+    int st = push_history_fetch(r, channel, has_cursor ? &cursor : NULL, &hist);
+    if (st == HTTP_SERVICE_UNAVAILABLE)
+        return s_unavailable(r, set);
+    if (st != OK)
+        return push_json_error(r, st, PUSH_ERR_BAD_REQUEST, "history query failed");
+    uint64_t next = has_cursor && cursor <= hist.last_id ? cursor : hist.last_id;
+    return push_poll_respond(r, channel, hist.msgs, hist.n, next);
+}
+
+/* Subscribe, then fetch history: the broker handles the SUB before the HIST
+ * on the same link, so nothing published in between is missed; what
+ * arrives twice is dropped by id (push_hub_drain). */
+static int s_hold(request_rec *r, const char *channel, const push_settings *set,
+                  int sse, int has_cursor, uint64_t cursor)
+{
+    push_child *ch = push_child_get();
+    const push_transport *tp = sse ? &push_sse_transport : &push_longpoll_transport;
+    push_hold *h = push_hold_new(ch->rx, r, tp, set, channel);
+    push_sub *sub = h ? push_hub_subscribe(ch->hub, &h->client, channel) : NULL;
+    if (!sub) {
+        if (h)
+            push_hold_discard(ch->rx, h);
+        return push_json_error(r, HTTP_INTERNAL_SERVER_ERROR, "internal", "out of memory");
+    }
+    push_history hist;
+    int st = push_history_fetch(r, channel, has_cursor ? &cursor : NULL, &hist);
+    if (st != OK) {
+        push_hold_discard(ch->rx, h);
+        if (st == HTTP_SERVICE_UNAVAILABLE)
+            return s_unavailable(r, set);
+        return push_json_error(r, st, PUSH_ERR_BAD_REQUEST, "history query failed");
+    }
+    /* A cursor beyond the channel's end (a broker that lost its state)
+     * must not hide the messages that come next. */
+    sub->sent_id = has_cursor && cursor <= hist.last_id ? cursor : hist.last_id;
+    if (hist.n)
+        sub->sent_id = hist.msgs[hist.n - 1]->id;
+
+    if (!sse && hist.n) {
+        push_hold_discard(ch->rx, h);
+        return push_poll_respond(r, channel, hist.msgs, hist.n, sub->sent_id);
+    }
+    if (sse) {
+        if (push_sse_begin(h, &hist) < 0) {
+            push_hold_discard(ch->rx, h);
+            return OK;
+        }
+    }
+    else {
+        ap_set_content_type(r, "application/json");
+        apr_table_setn(r->headers_out, "Cache-Control", "no-cache");
+        /* A suspended connection never returns to keep-alive in httpd 2.4. */
+        r->connection->keepalive = AP_CONN_CLOSE;
+        h->deadline = apr_time_now() + set->longpoll_timeout;
+    }
+    ap_set_module_config(r->connection->conn_config, &push_module, h);
+    return SUSPENDED;
+}
+
+int push_subscriber_handler(request_rec *r)
+{
+    if (!r->handler || strcmp(r->handler, "push-subscriber") != 0)
+        return DECLINED;
+    push_dir_conf *d = ap_get_module_config(r->per_dir_config, &push_module);
+    push_settings set;
+    push_settings_resolve(d, &set);
+    if (r->method_number != M_GET) {
+        apr_table_setn(r->err_headers_out, "Allow", "GET");
+        return push_json_error(r, HTTP_METHOD_NOT_ALLOWED, PUSH_ERR_BAD_REQUEST,
+                               "subscribe with GET");
+    }
+    int status;
+    const char *channel = push_request_channel(r, d, &status);
+    if (!channel)
+        return push_json_error(r, status, status == HTTP_NOT_FOUND ? "not_found" : PUSH_ERR_BAD_CHANNEL,
+                               status == HTTP_NOT_FOUND ? "no channel in the URL"
+                                                        : "invalid channel name");
+    uint64_t cursor = 0;
+    int has_cursor = s_cursor(r, &cursor);
+    if (has_cursor < 0)
+        return push_json_error(r, HTTP_BAD_REQUEST, PUSH_ERR_BAD_REQUEST,
+                               "Last-Event-ID / last_id must be a message id");
+    push_child *ch = push_child_get();
+    if (!ch || !push_link_up(ch->link))
+        return s_unavailable(r, &set);
+
+    const char *poll = s_query_param(r, "poll");
+    int sse = s_wants_sse(r);
+    if (!sse && poll && strcmp(poll, "0") != 0)
+        return s_short_poll(r, channel, &set, has_cursor, cursor);
+    /* HTTP/2 streams cannot be suspended in httpd 2.4 (apache-async.md §5). */
+    if (r->connection->master)
+        return push_json_error(r, HTTP_NOT_IMPLEMENTED, PUSH_ERR_BAD_REQUEST,
+                               "held transports need HTTP/1.1; use ?poll=1 over HTTP/2");
+    return s_hold(r, channel, &set, sse, has_cursor, cursor);
+}

@@ -1,0 +1,37 @@
+/*
+ * transports.h — the subscriber transports behind the push_transport
+ * interface of reactor.h, one file each, and the history a subscriber
+ * starts from.
+ */
+#ifndef PUSH_TRANSPORTS_H
+#define PUSH_TRANSPORTS_H
+
+#include "reactor.h"
+
+/* Messages of a channel after a cursor, as answered by the broker. */
+typedef struct push_history {
+    uint64_t   last_id;     /* newest id of the channel (0: none yet) */
+    uint64_t   oldest_id;   /* oldest id still in history */
+    push_msg **msgs;        /* n references, from r->pool-registered cleanup */
+    int        n;
+} push_history;
+
+/* Ask the broker for the messages of channel after *after (NULL: none, only
+ * last_id).  The messages are released with r->pool.  Returns OK, or an
+ * HTTP status (503 when the broker cannot be asked, 400 on a bad request). */
+int push_history_fetch(request_rec *r, const char *channel, const uint64_t *after,
+                       push_history *out);
+
+/* Server-Sent Events (sse.c). */
+extern const push_transport push_sse_transport;
+/* Worker: send headers, the preamble and the history, flushed. 0 or -1. */
+int push_sse_begin(push_hold *h, const push_history *hist);
+
+/* Long polling (longpoll.c). */
+extern const push_transport push_longpoll_transport;
+/* Worker: answer at once with the given messages (short poll, or a long
+ * poll that found messages).  Returns the handler's status. */
+int push_poll_respond(request_rec *r, const char *channel, push_msg *const *msgs, int n,
+                      uint64_t cursor);
+
+#endif

@@ -98,4 +98,10 @@ static int s_tick(push_hold *h, apr_time_t now)
     return s_answer(h, NULL, 0, cursor);
 }
 
-const push_transport push_longpoll_transport = { "longpoll", s_deliver, s_tick };
+/* A stopping server answers like a timeout: the client polls again elsewhere. */
+static void s_stop(push_hold *h)
+{
+    s_tick(h, apr_time_now());
+}
+
+const push_transport push_longpoll_transport = { "longpoll", s_deliver, s_tick, s_stop };

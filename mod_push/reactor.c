@@ -363,8 +363,10 @@ static void s_take_incoming(push_reactor *rx)
         __atomic_add_fetch(&rx->nheld, 1, __ATOMIC_RELAXED);
         h->state = HOLD_PARKED;
         s_epoll(rx, h, EPOLL_CTL_ADD, EPOLLIN | EPOLLRDHUP | EPOLLET);
-        if (__atomic_load_n(&rx->stopping, __ATOMIC_ACQUIRE))
-            s_end(rx, h, 0);
+        if (__atomic_load_n(&rx->stopping, __ATOMIC_ACQUIRE)) {
+            h->tp->stop(h);
+            s_end(rx, h, h->aborted);
+        }
         else
             s_process(rx, h);
     }
@@ -396,8 +398,10 @@ static void s_tick(push_reactor *rx)
     int stopping = __atomic_load_n(&rx->stopping, __ATOMIC_ACQUIRE);
     for (push_hold *h = rx->held, *next; h; h = next) {
         next = h->next;
-        if (stopping)
-            s_end(rx, h, 0);
+        if (stopping) {
+            h->tp->stop(h);
+            s_end(rx, h, h->aborted);
+        }
         else if (h->deadline && now >= h->deadline && h->tp->tick(h, now))
             s_end(rx, h, h->aborted);
     }

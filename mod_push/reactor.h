@@ -36,6 +36,7 @@ typedef struct push_transport {
     const char *name;
     int (*deliver)(push_hold *h, push_entry *e, int n);
     int (*tick)(push_hold *h, apr_time_t now);   /* called when now >= h->deadline */
+    void (*stop)(push_hold *h);                  /* last words before a server stop */
 } push_transport;
 
 struct push_hold {

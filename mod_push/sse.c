@@ -40,7 +40,12 @@ static int s_tick(push_hold *h, apr_time_t now)
     return 0;
 }
 
-const push_transport push_sse_transport = { "sse", s_deliver, s_tick };
+/* The stream just ends: EventSource reconnects with Last-Event-ID. */
+static void s_stop(push_hold *h)
+{
+}
+
+const push_transport push_sse_transport = { "sse", s_deliver, s_tick, s_stop };
 
 int push_sse_begin(push_hold *h, const push_history *hist)
 {

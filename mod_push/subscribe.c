@@ -14,6 +14,7 @@
 #include "http_request.h"
 #include "apr_strings.h"
 
+#include <stdlib.h>
 #include <string.h>
 
 APLOG_USE_MODULE(push);
@@ -25,26 +26,26 @@ static apr_status_t s_release_msgs(void *arg)
     push_history *hist = arg;
     for (int i = 0; i < hist->n; i++)
         push_msg_unref(hist->msgs[i]);
+    free(hist->msgs);
+    hist->msgs = NULL;
     hist->n = 0;
     return APR_SUCCESS;
 }
 
-/* HIST <reqid> OK <last_id> <oldest_id> (<id> <event> <data> <time_us>)* */
-static int s_parse_history(request_rec *r, const char *channel, push_frames *f,
-                           push_history *out)
+/* HIST <reqid> OK <last_id> <oldest_id> (<id> <event> <data> <time_us>)*
+ * Appends the messages to out->msgs (room for cap); returns how many the
+ * page held, or -1 when the reply is malformed. */
+static int s_parse_page(const char *channel, push_frames *f, push_history *out, int cap)
 {
     if (f->count < 5 || (f->count - 5) % 4 != 0
         || push_parse_u64(f->frame[3].data, f->frame[3].size, &out->last_id) < 0
         || push_parse_u64(f->frame[4].data, f->frame[4].size, &out->oldest_id) < 0)
         return -1;
     int n = (f->count - 5) / 4;
-    out->msgs = apr_pcalloc(r->pool, sizeof *out->msgs * (size_t)(n ? n : 1));
-    out->n = 0;
-    apr_pool_cleanup_register(r->pool, out, s_release_msgs, apr_pool_cleanup_null);
     for (int i = 0; i < n; i++) {
         const push_frame *m = &f->frame[5 + 4 * i];
         uint64_t id, t;
-        if (push_parse_u64(m[0].data, m[0].size, &id) < 0
+        if (out->n >= cap || push_parse_u64(m[0].data, m[0].size, &id) < 0
             || push_parse_u64(m[3].data, m[3].size, &t) < 0)
             return -1;
         push_msg *msg = push_msg_new(channel, strlen(channel), id, m[1].data, m[1].size,
@@ -53,31 +54,55 @@ static int s_parse_history(request_rec *r, const char *channel, push_frames *f,
             return -1;
         out->msgs[out->n++] = msg;
     }
-    return 0;
+    return n;
 }
 
-int push_history_fetch(request_rec *r, const char *channel, const uint64_t *after,
-                       push_history *out)
+/* One HIST exchange.  Returns OK, 503 (no answer), 400 (refused) or 502. */
+static int s_fetch_page(request_rec *r, const char *channel, const char *after,
+                        push_history *out, int cap, int *got)
 {
     push_child *ch = push_child_get();
-    char num[24] = "-";
-    if (after)
-        push_fmt_u64(num, *after);
     push_frame req[3] = { push_str_frame(PUSH_LINK_HIST), push_str_frame(channel),
-                          push_str_frame(num) };
+                          push_str_frame(after) };
     push_frames rep;
-    memset(out, 0, sizeof *out);
     if (!ch || push_link_request(ch->link, req, 3, ch->broker_timeout_ms, &rep) < 0)
         return HTTP_SERVICE_UNAVAILABLE;
     int status = OK;
     if (!push_frame_is(&rep, 2, PUSH_REP_OK))
         status = HTTP_BAD_REQUEST;
-    else if (s_parse_history(r, channel, &rep, out) < 0) {
+    else if ((*got = s_parse_page(channel, &rep, out, cap)) < 0) {
         ap_log_rerror(APLOG_MARK, APLOG_ERR, 0, r, APLOGNO(20020)
                       "malformed history reply from pushbrokerd for channel %s", channel);
         status = HTTP_BAD_GATEWAY;
     }
     push_frames_close(&rep);
+    return status;
+}
+
+/* The broker answers at most PUSH_HISTORY_PAGE messages at a time: ask
+ * again after the last one until the channel's end is reached. */
+int push_history_fetch(request_rec *r, const char *channel, const uint64_t *after,
+                       push_history *out)
+{
+    char num[24] = "-";
+    int cap = PUSH_HISTORY_PAGE, got = 0, status;
+    memset(out, 0, sizeof *out);
+    out->msgs = malloc(sizeof *out->msgs * (size_t)cap);
+    if (!out->msgs)
+        return HTTP_INTERNAL_SERVER_ERROR;
+    apr_pool_cleanup_register(r->pool, out, s_release_msgs, apr_pool_cleanup_null);
+    if (after)
+        push_fmt_u64(num, *after);
+    while ((status = s_fetch_page(r, channel, num, out, cap, &got)) == OK
+           && after && got == PUSH_HISTORY_PAGE
+           && out->msgs[out->n - 1]->id < out->last_id) {
+        push_msg **bigger = realloc(out->msgs, sizeof *out->msgs * (size_t)(cap * 2));
+        if (!bigger)
+            return HTTP_INTERNAL_SERVER_ERROR;
+        out->msgs = bigger;
+        cap *= 2;
+        push_fmt_u64(num, out->msgs[out->n - 1]->id);
+    }
     return status;
 }
 

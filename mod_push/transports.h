@@ -12,7 +12,7 @@
 typedef struct push_history {
     uint64_t   last_id;     /* newest id of the channel (0: none yet) */
     uint64_t   oldest_id;   /* oldest id still in history */
-    push_msg **msgs;        /* n references, from r->pool-registered cleanup */
+    push_msg **msgs;        /* n references, released with r->pool */
     int        n;
 } push_history;
 

@@ -65,6 +65,8 @@ int push_frames_recv(void *socket, push_frames *out, int flags)
             for (int i = 0; i <= n; i++)
                 zmq_msg_close(&msgs[i]);
             free(msgs);
+            if (n > 0)          /* never leave a tail to be read as a message */
+                s_drop_rest(socket);
             errno = e;
             return -1;
         }
@@ -105,7 +107,7 @@ void push_frames_close(push_frames *f)
 int push_frame_is(const push_frames *f, int i, const char *word)
 {
     size_t len = strlen(word);
-    return i < f->count && f->frame[i].size == len
+    return i >= 0 && i < f->count && f->frame[i].size == len
         && memcmp(f->frame[i].data, word, len) == 0;
 }
 
@@ -237,11 +239,28 @@ static int s_decode(const cJSON *root, int need_channel, push_publish_req *r,
     return 0;
 }
 
+/* cJSON stores strings NUL-terminated: an escaped NUL would silently cut
+ * the channel or the data short, so such requests are refused. */
+static int s_has_escaped_nul(const char *json, size_t len)
+{
+    for (size_t i = 0; i + 1 < len; i++) {
+        if (json[i] != '\\')
+            continue;
+        if (json[i + 1] == 'u' && i + 5 < len && memcmp(json + i + 2, "0000", 4) == 0)
+            return 1;
+        i++;            /* skip the escaped character */
+    }
+    return 0;
+}
+
 int push_publish_req_decode(const char *json, size_t len, int need_channel,
                             push_publish_req *out,
                             const char **err_code, const char **err_msg)
 {
     push_publish_req r = { 0 };
+    if (s_has_escaped_nul(json, len))
+        return s_fail(err_code, err_msg, PUSH_ERR_BAD_REQUEST,
+                      "NUL characters (\\u0000) are not allowed in JSON requests");
     cJSON *root = cJSON_ParseWithLength(json, len);
     if (!root)
         return s_fail(err_code, err_msg, PUSH_ERR_BAD_REQUEST, "malformed JSON");

@@ -28,7 +28,8 @@
 #define PUSH_CHANNEL_MAX      128        /* bytes in a channel name */
 #define PUSH_EVENT_MAX        64         /* bytes in an event name */
 #define PUSH_DEFAULT_MAX_MSG  (64 * 1024) /* default max data size in bytes */
-#define PUSH_MAX_FRAMES       4096       /* frames accepted in one message */
+#define PUSH_HISTORY_PAGE     1000       /* most messages in one HISTORY / HIST reply */
+#define PUSH_MAX_FRAMES       (8 + 4 * PUSH_HISTORY_PAGE) /* frames accepted in one message */
 
 /* ---- application API (api and push endpoints) ------------------------- */
 /* request:  PUB <channel> <data> [<event>]        reply: OK <id> <subscribers>
@@ -142,7 +143,8 @@ typedef struct push_publish_req {
 
 /* Decode {"op":"publish","channel":"c","data":"...","event":"e"}.
  * need_channel: whether "channel" (and "op") are required.  The data field
- * must be a string.  Returns 0, or -1 and writes a static error code
+ * must be a string.  A request holding an escaped NUL (\\u0000) is refused,
+ * since the strings are NUL-terminated.  Returns 0, or -1 and writes a static error code
  * (PUSH_ERR_*) and a static human message. */
 int  push_publish_req_decode(const char *json, size_t len, int need_channel,
                              push_publish_req *out,

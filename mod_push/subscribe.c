@@ -82,11 +82,11 @@ static int s_fetch_page(request_rec *r, const char *channel, const char *after,
 /* The broker answers at most PUSH_HISTORY_PAGE messages at a time: ask
  * again after the last one until the channel's end is reached. */
 int push_history_fetch(request_rec *r, const char *channel, const uint64_t *after,
-                       push_history *out)
+                       push_history **outp)
 {
     char num[24] = "-";
     int cap = PUSH_HISTORY_PAGE, got = 0, status;
-    memset(out, 0, sizeof *out);
+    push_history *out = *outp = apr_pcalloc(r->pool, sizeof *out);
     out->msgs = malloc(sizeof *out->msgs * (size_t)cap);
     if (!out->msgs)
         return HTTP_INTERNAL_SERVER_ERROR;
@@ -153,14 +153,14 @@ static int s_unavailable(request_rec *r, const push_settings *set)
 static int s_short_poll(request_rec *r, const char *channel, const push_settings *set,
                         int has_cursor, uint64_t cursor)
 {
-    push_history hist;
+    push_history *hist;
     int st = push_history_fetch(r, channel, has_cursor ? &cursor : NULL, &hist);
     if (st == HTTP_SERVICE_UNAVAILABLE)
         return s_unavailable(r, set);
     if (st != OK)
         return push_json_error(r, st, PUSH_ERR_BAD_REQUEST, "history query failed");
-    uint64_t next = has_cursor && cursor <= hist.last_id ? cursor : hist.last_id;
-    return push_poll_respond(r, channel, hist.msgs, hist.n, next);
+    uint64_t next = has_cursor && cursor <= hist->last_id ? cursor : hist->last_id;
+    return push_poll_respond(r, channel, hist->msgs, hist->n, next);
 }
 
 /* Subscribe, then fetch history: the broker handles the SUB before the HIST
@@ -178,7 +178,7 @@ static int s_hold(request_rec *r, const char *channel, const push_settings *set,
             push_hold_discard(ch->rx, h);
         return push_json_error(r, HTTP_INTERNAL_SERVER_ERROR, "internal", "out of memory");
     }
-    push_history hist;
+    push_history *hist;
     int st = push_history_fetch(r, channel, has_cursor ? &cursor : NULL, &hist);
     if (st != OK) {
         push_hold_discard(ch->rx, h);
@@ -188,16 +188,17 @@ static int s_hold(request_rec *r, const char *channel, const push_settings *set,
     }
     /* A cursor beyond the channel's end (a broker that lost its state)
      * must not hide the messages that come next. */
-    sub->sent_id = has_cursor && cursor <= hist.last_id ? cursor : hist.last_id;
-    if (hist.n)
-        sub->sent_id = hist.msgs[hist.n - 1]->id;
+    sub->sent_id = has_cursor && cursor <= hist->last_id ? cursor : hist->last_id;
+    if (hist->n)
+        sub->sent_id = hist->msgs[hist->n - 1]->id;
 
-    if (!sse && hist.n) {
+    if (!sse && hist->n) {
+        uint64_t next = sub->sent_id;
         push_hold_discard(ch->rx, h);
-        return push_poll_respond(r, channel, hist.msgs, hist.n, sub->sent_id);
+        return push_poll_respond(r, channel, hist->msgs, hist->n, next);
     }
     if (sse) {
-        if (push_sse_begin(h, &hist) < 0) {
+        if (push_sse_begin(h, hist) < 0) {
             push_hold_discard(ch->rx, h);
             return OK;
         }

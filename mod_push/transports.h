@@ -17,10 +17,11 @@ typedef struct push_history {
 } push_history;
 
 /* Ask the broker for the messages of channel after *after (NULL: none, only
- * last_id).  The messages are released with r->pool.  Returns OK, or an
- * HTTP status (503 when the broker cannot be asked, 400 on a bad request). */
+ * last_id).  *out is allocated from r->pool and its messages are released
+ * with it.  Returns OK, or an HTTP status (503 when the broker cannot be
+ * asked, 400 on a bad request, 502 on a malformed answer). */
 int push_history_fetch(request_rec *r, const char *channel, const uint64_t *after,
-                       push_history *out);
+                       push_history **out);
 
 /* Server-Sent Events (sse.c). */
 extern const push_transport push_sse_transport;

@@ -33,19 +33,26 @@ static apr_status_t s_release_msgs(void *arg)
 }
 
 /* HIST <reqid> OK <last_id> <oldest_id> (<id> <event> <data> <time_us>)*
- * Appends the messages to out->msgs (room for cap); returns how many the
- * page held, or -1 when the reply is malformed. */
-static int s_parse_page(const char *channel, push_frames *f, push_history *out, int cap)
+ * Appends the messages to out->msgs, grown to fit exactly (a held
+ * connection keeps this array for its lifetime); returns how many the page
+ * held, or -1 when the reply is malformed or memory ran out. */
+static int s_parse_page(const char *channel, push_frames *f, push_history *out)
 {
     if (f->count < 5 || (f->count - 5) % 4 != 0
         || push_parse_u64(f->frame[3].data, f->frame[3].size, &out->last_id) < 0
         || push_parse_u64(f->frame[4].data, f->frame[4].size, &out->oldest_id) < 0)
         return -1;
     int n = (f->count - 5) / 4;
+    if (n == 0)
+        return 0;
+    push_msg **msgs = realloc(out->msgs, sizeof *msgs * (size_t)(out->n + n));
+    if (!msgs)
+        return -1;
+    out->msgs = msgs;
     for (int i = 0; i < n; i++) {
         const push_frame *m = &f->frame[5 + 4 * i];
         uint64_t id, t;
-        if (out->n >= cap || push_parse_u64(m[0].data, m[0].size, &id) < 0
+        if (push_parse_u64(m[0].data, m[0].size, &id) < 0
             || push_parse_u64(m[3].data, m[3].size, &t) < 0)
             return -1;
         push_msg *msg = push_msg_new(channel, strlen(channel), id, m[1].data, m[1].size,
@@ -59,7 +66,7 @@ static int s_parse_page(const char *channel, push_frames *f, push_history *out, 
 
 /* One HIST exchange.  Returns OK, 503 (no answer), 400 (refused) or 502. */
 static int s_fetch_page(request_rec *r, const char *channel, const char *after,
-                        push_history *out, int cap, int *got)
+                        push_history *out, int *got)
 {
     push_child *ch = push_child_get();
     push_frame req[3] = { push_str_frame(PUSH_LINK_HIST), push_str_frame(channel),
@@ -70,7 +77,7 @@ static int s_fetch_page(request_rec *r, const char *channel, const char *after,
     int status = OK;
     if (!push_frame_is(&rep, 2, PUSH_REP_OK))
         status = HTTP_BAD_REQUEST;
-    else if ((*got = s_parse_page(channel, &rep, out, cap)) < 0) {
+    else if ((*got = s_parse_page(channel, &rep, out)) < 0) {
         ap_log_rerror(APLOG_MARK, APLOG_ERR, 0, r, APLOGNO(20020)
                       "malformed history reply from pushbrokerd for channel %s", channel);
         status = HTTP_BAD_GATEWAY;
@@ -85,24 +92,15 @@ int push_history_fetch(request_rec *r, const char *channel, const uint64_t *afte
                        push_history **outp)
 {
     char num[24] = "-";
-    int cap = PUSH_HISTORY_PAGE, got = 0, status;
+    int got = 0, status;
     push_history *out = *outp = apr_pcalloc(r->pool, sizeof *out);
-    out->msgs = malloc(sizeof *out->msgs * (size_t)cap);
-    if (!out->msgs)
-        return HTTP_INTERNAL_SERVER_ERROR;
     apr_pool_cleanup_register(r->pool, out, s_release_msgs, apr_pool_cleanup_null);
     if (after)
         push_fmt_u64(num, *after);
-    while ((status = s_fetch_page(r, channel, num, out, cap, &got)) == OK
+    while ((status = s_fetch_page(r, channel, num, out, &got)) == OK
            && after && got == PUSH_HISTORY_PAGE
-           && out->msgs[out->n - 1]->id < out->last_id) {
-        push_msg **bigger = realloc(out->msgs, sizeof *out->msgs * (size_t)(cap * 2));
-        if (!bigger)
-            return HTTP_INTERNAL_SERVER_ERROR;
-        out->msgs = bigger;
-        cap *= 2;
+           && out->msgs[out->n - 1]->id < out->last_id)
         push_fmt_u64(num, out->msgs[out->n - 1]->id);
-    }
     return status;
 }
 

@@ -143,7 +143,7 @@ typedef struct push_publish_req {
 
 /* Decode {"op":"publish","channel":"c","data":"...","event":"e"}.
  * need_channel: whether "channel" (and "op") are required.  The data field
- * must be a string.  A request holding an escaped NUL (\\u0000) is refused,
+ * must be a string.  A request holding an escaped NUL (\u0000) is refused,
  * since the strings are NUL-terminated.  Returns 0, or -1 and writes a static error code
  * (PUSH_ERR_*) and a static human message. */
 int  push_publish_req_decode(const char *json, size_t len, int need_channel,

@@ -1,0 +1,315 @@
+/*
+ * pushctl.c — command-line client for pushbrokerd.
+ *
+ * Exit status: 0 ok, 1 the broker refused the request (ERR reply),
+ * 2 usage error, 3 timeout, broker unreachable or other failure.
+ */
+#ifdef HAVE_CONFIG_H
+#include "config.h"
+#endif
+
+#include "pushclient.h"
+#include "pushctl_args.h"
+#include "push_proto.h"
+
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <zmq.h>
+#include <cjson/cJSON.h>
+
+#ifndef PACKAGE_VERSION
+#define PACKAGE_VERSION "0.1.0"
+#endif
+
+#define EXIT_OK       0
+#define EXIT_REFUSED  1
+#define EXIT_USAGE    2
+#define EXIT_COMM     3
+
+#define STDIN_MAX (256u * 1024 * 1024)   /* refuse absurd stdin data */
+
+static void s_usage(FILE *out)
+{
+    fprintf(out,
+"Usage: pushctl [OPTIONS] COMMAND [ARGS]\n"
+"\n"
+"Publish to and query pushbrokerd, the broker behind mod_push.\n"
+"\n"
+"Commands:\n"
+"  publish CHANNEL DATA [--event NAME] [--no-ack]\n"
+"        Publish DATA on CHANNEL (DATA \"-\": read it from stdin, byte for\n"
+"        byte). Prints \"id=<id> subscribers=<n>\". With --no-ack the message\n"
+"        is sent fire-and-forget to the push endpoint and nothing is printed;\n"
+"        an unreachable broker is still reported (exit 3), but a message the\n"
+"        broker refuses (e.g. too large) is then not noticed.\n"
+"  history CHANNEL [--after ID] [--limit N] [--json]\n"
+"        Print the stored messages of CHANNEL with an id greater than ID\n"
+"        (default 0: all), oldest first, at most N. One line per message:\n"
+"          id=<id> time=<UTC ISO 8601> event=<event> data=<data>\n"
+"        where backslash, newline, CR, tab and other control bytes in the\n"
+"        event and data are escaped as \\\\ \\n \\r \\t \\xHH. With --json, prints\n"
+"        one JSON object instead:\n"
+"          {\"channel\":..,\"last_id\":..,\"messages\":[{\"id\":..,\"event\":..,\n"
+"           \"data\":..,\"time_us\":..},..]}\n"
+"  stats\n"
+"        Print the broker's statistics (JSON).\n"
+"  ping\n"
+"        Check that the broker answers; prints \"epoch=<epoch> rtt_ms=<ms>\".\n"
+"\n"
+"Options (anywhere on the line; \"--\" ends options):\n"
+"  --api ENDPOINT    request/reply endpoint (env PUSH_API, default %s)\n"
+"  --push ENDPOINT   fire-and-forget endpoint (env PUSH_PUSH, default %s)\n"
+"  --timeout MS      wait at most MS milliseconds for a reply\n"
+"                    (env PUSH_TIMEOUT, default %d)\n"
+"  -h, --help        show this help and exit\n"
+"  --version         show the version and exit\n"
+"\n"
+"Exit status:\n"
+"  0  success\n"
+"  1  the broker refused the request; \"error: <code>: <message>\" on stderr\n"
+"     (codes such as bad_channel, bad_request, too_large)\n"
+"  2  usage error\n"
+"  3  timeout, broker unreachable, or another failure\n"
+"\n"
+"Examples:\n"
+"  pushctl publish news 'hello world' --event update\n"
+"  date | pushctl publish clock -\n"
+"  pushctl history news --after 41 --limit 10\n",
+            PUSH_DEFAULT_API_ENDPOINT, PUSH_DEFAULT_PUSH_ENDPOINT,
+            PUSHCLIENT_DEFAULT_TIMEOUT);
+}
+
+static int s_usage_error(const char *msg)
+{
+    fprintf(stderr, "pushctl: %s\nTry 'pushctl --help' for more information.\n", msg);
+    return EXIT_USAGE;
+}
+
+/* Report a failed library call; returns the exit status. */
+static int s_fail(pushclient_t *client, int rc)
+{
+    fprintf(stderr, "error: %s: %s\n", pushclient_errcode(client),
+            pushclient_errmsg(client));
+    if (rc == PUSHCLIENT_EREJECTED)
+        return EXIT_REFUSED;
+    if (rc == PUSHCLIENT_EFAIL && strcmp(pushclient_errcode(client),
+                                         PUSHCLIENT_ERR_INVALID) == 0)
+        return EXIT_USAGE;
+    return EXIT_COMM;
+}
+
+/* Read all of stdin.  Returns 0 or -1 (message printed). */
+static int s_read_stdin(char **buf_p, size_t *len_p)
+{
+    size_t cap = 4096, len = 0;
+    char *buf = malloc(cap);
+    if (!buf) {
+        fprintf(stderr, "pushctl: out of memory\n");
+        return -1;
+    }
+    for (;;) {
+        if (len == cap) {
+            if (cap >= STDIN_MAX) {
+                fprintf(stderr, "pushctl: data on stdin is larger than %u bytes\n",
+                        STDIN_MAX);
+                free(buf);
+                return -1;
+            }
+            char *bigger = realloc(buf, cap * 2);
+            if (!bigger) {
+                fprintf(stderr, "pushctl: out of memory\n");
+                free(buf);
+                return -1;
+            }
+            buf = bigger;
+            cap *= 2;
+        }
+        size_t n = fread(buf + len, 1, cap - len, stdin);
+        len += n;
+        if (n == 0) {
+            if (ferror(stdin)) {
+                fprintf(stderr, "pushctl: cannot read stdin: %s\n", strerror(errno));
+                free(buf);
+                return -1;
+            }
+            break;
+        }
+    }
+    *buf_p = buf;
+    *len_p = len;
+    return 0;
+}
+
+static int s_cmd_publish(pushclient_t *client, const pushctl_args_t *a)
+{
+    char *stdin_data = NULL;
+    const char *data = a->data;
+    size_t len = strlen(a->data);
+    if (strcmp(a->data, "-") == 0) {
+        if (s_read_stdin(&stdin_data, &len) < 0)
+            return EXIT_USAGE;
+        data = stdin_data;
+    }
+    int rc, status = EXIT_OK;
+    if (a->no_ack) {
+        rc = pushclient_publish_nowait(client, a->channel, data, len, a->event);
+        if (rc)
+            status = s_fail(client, rc);
+    }
+    else {
+        uint64_t id, subscribers;
+        rc = pushclient_publish(client, a->channel, data, len, a->event, &id,
+                                &subscribers);
+        if (rc)
+            status = s_fail(client, rc);
+        else
+            printf("id=%llu subscribers=%llu\n", (unsigned long long)id,
+                   (unsigned long long)subscribers);
+    }
+    free(stdin_data);
+    return status;
+}
+
+static int s_print_msg(const pushclient_msg_t *m, void *arg)
+{
+    int *failed = arg;
+    char *line = pushctl_format_msg(m->id, m->time_us, m->event, m->data, m->data_len);
+    if (!line) {
+        *failed = 1;
+        return 1;
+    }
+    puts(line);
+    free(line);
+    return 0;
+}
+
+static int s_history_json(pushclient_t *client, const pushctl_args_t *a)
+{
+    pushclient_msg_t *msgs = NULL;
+    size_t count = 0;
+    uint64_t last_id = 0;
+    int rc = pushclient_history_get(client, a->channel, a->after, a->limit, &msgs,
+                                    &count, &last_id);
+    if (rc)
+        return s_fail(client, rc);
+
+    cJSON *root = cJSON_CreateObject();
+    cJSON *arr = NULL;
+    int ok = root && cJSON_AddStringToObject(root, "channel", a->channel)
+          && cJSON_AddNumberToObject(root, "last_id", (double)last_id)
+          && (arr = cJSON_AddArrayToObject(root, "messages")) != NULL;
+    for (size_t i = 0; ok && i < count; i++) {
+        cJSON *m = cJSON_CreateObject();
+        if (!m || !cJSON_AddItemToArray(arr, m)) {
+            cJSON_Delete(m);   /* not owned by arr */
+            ok = 0;
+            break;
+        }
+        ok = cJSON_AddNumberToObject(m, "id", (double)msgs[i].id)
+          && cJSON_AddStringToObject(m, "event", msgs[i].event)
+          && cJSON_AddStringToObject(m, "data", msgs[i].data)
+          && cJSON_AddNumberToObject(m, "time_us", (double)msgs[i].time_us);
+    }
+    char *text = ok ? cJSON_PrintUnformatted(root) : NULL;
+    cJSON_Delete(root);
+    pushclient_msgs_free(&msgs, count);
+    if (!text) {
+        fprintf(stderr, "pushctl: out of memory\n");
+        return EXIT_COMM;
+    }
+    puts(text);
+    free(text);
+    return EXIT_OK;
+}
+
+static int s_cmd_history(pushclient_t *client, const pushctl_args_t *a)
+{
+    if (a->json)
+        return s_history_json(client, a);
+    int failed = 0;
+    int rc = pushclient_history(client, a->channel, a->after, a->limit, s_print_msg,
+                                &failed, NULL);
+    if (rc)
+        return s_fail(client, rc);
+    if (failed) {
+        fprintf(stderr, "pushctl: out of memory\n");
+        return EXIT_COMM;
+    }
+    return EXIT_OK;
+}
+
+static int s_cmd_stats(pushclient_t *client)
+{
+    char *json = NULL;
+    int rc = pushclient_stats(client, &json);
+    if (rc)
+        return s_fail(client, rc);
+    puts(json);
+    free(json);
+    return EXIT_OK;
+}
+
+static int s_cmd_ping(pushclient_t *client)
+{
+    struct timespec t0, t1;
+    uint64_t epoch;
+    clock_gettime(CLOCK_MONOTONIC, &t0);
+    int rc = pushclient_ping(client, &epoch);
+    clock_gettime(CLOCK_MONOTONIC, &t1);
+    if (rc)
+        return s_fail(client, rc);
+    double ms = (double)(t1.tv_sec - t0.tv_sec) * 1e3
+              + (double)(t1.tv_nsec - t0.tv_nsec) / 1e6;
+    printf("epoch=%llu rtt_ms=%.3f\n", (unsigned long long)epoch, ms);
+    return EXIT_OK;
+}
+
+int main(int argc, char **argv)
+{
+    pushctl_args_t a;
+    char err[256];
+    if (pushctl_args_parse(&a, argc, argv, getenv("PUSH_API"), getenv("PUSH_PUSH"),
+                           getenv("PUSH_TIMEOUT"), err, sizeof err) < 0)
+        return s_usage_error(err);
+
+    if (a.cmd == PUSHCTL_CMD_HELP) {
+        s_usage(stdout);
+        return EXIT_OK;
+    }
+    if (a.cmd == PUSHCTL_CMD_VERSION) {
+        int major, minor, patch;
+        zmq_version(&major, &minor, &patch);
+        printf("pushctl %s (libzmq %d.%d.%d)\n", PACKAGE_VERSION, major, minor, patch);
+        return EXIT_OK;
+    }
+
+    pushclient_t *client = pushclient_new(a.api, a.push);
+    if (!client) {
+        int e = errno;
+        fprintf(stderr, "pushctl: cannot use endpoints %s / %s: %s\n",
+                a.api ? a.api : PUSH_DEFAULT_API_ENDPOINT,
+                a.push ? a.push : PUSH_DEFAULT_PUSH_ENDPOINT, zmq_strerror(e));
+        return e == EINVAL || e == EPROTONOSUPPORT || e == ENOCOMPATPROTO
+             ? EXIT_USAGE : EXIT_COMM;
+    }
+    if (a.timeout_ms)
+        pushclient_set_timeout(client, a.timeout_ms);
+
+    int status;
+    switch (a.cmd) {
+    case PUSHCTL_CMD_PUBLISH: status = s_cmd_publish(client, &a); break;
+    case PUSHCTL_CMD_HISTORY: status = s_cmd_history(client, &a); break;
+    case PUSHCTL_CMD_STATS:   status = s_cmd_stats(client); break;
+    case PUSHCTL_CMD_PING:    status = s_cmd_ping(client); break;
+    default:                  status = s_usage_error("no command given"); break;
+    }
+    pushclient_destroy(&client);
+    if (fflush(stdout) != 0 && status == EXIT_OK) {
+        fprintf(stderr, "pushctl: cannot write output: %s\n", strerror(errno));
+        status = EXIT_COMM;
+    }
+    return status;
+}

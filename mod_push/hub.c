@@ -321,15 +321,21 @@ int push_hub_dispatch(push_hub *h, push_msg *msg)
     return woken;
 }
 
-push_client *push_hub_take_ready(push_hub *h)
+int push_hub_take_ready(push_hub *h, push_client **out, int max)
 {
+    int n = 0;
     pthread_mutex_lock(&h->lock);
-    push_client *list = h->ready;
-    h->ready = NULL;
-    for (push_client *c = list; c; c = c->ready_next)
+    while (h->ready && n < max) {
+        push_client *c = h->ready;
+        h->ready = c->ready_next;
+        if (h->ready)
+            h->ready->ready_prev = NULL;
         c->ready = 0;
+        c->ready_next = c->ready_prev = NULL;
+        out[n++] = c;
+    }
     pthread_mutex_unlock(&h->lock);
-    return list;
+    return n;
 }
 
 int push_hub_drain(push_hub *h, push_client *c, push_entry *out, int max, size_t max_bytes,
@@ -338,16 +344,17 @@ int push_hub_drain(push_hub *h, push_client *c, push_entry *out, int max, size_t
     int n = 0, i = 0;
     size_t bytes = 0;
     pthread_mutex_lock(&h->lock);
-    for (; i < c->qlen && n < max && bytes < max_bytes; i++) {
+    for (; i < c->qlen && n < max && (n == 0 || bytes < max_bytes); i++) {
         push_entry e = c->queue[i];
         if (e.msg->id <= e.sub->sent_id) {
             push_msg_unref(e.msg);
             continue;
         }
         out[n++] = e;
-        bytes += e.msg->data_len + 1;
+        bytes += e.msg->data_len;
     }
-    memmove(c->queue, c->queue + i, sizeof *c->queue * (size_t)(c->qlen - i));
+    if (c->qlen > i)
+        memmove(c->queue, c->queue + i, sizeof *c->queue * (size_t)(c->qlen - i));
     c->qlen -= i;
     if (overflow)
         *overflow = c->overflow;

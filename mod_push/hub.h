@@ -93,13 +93,14 @@ void push_hub_detach(push_hub *h, push_client *c);
  * Returns how many clients became ready (0: nobody to wake). */
 int push_hub_dispatch(push_hub *h, push_msg *msg);
 
-/* Reactor: take the whole ready list.  Returns its head; walk with
- * ready_next.  Clients stay valid: only their owner frees them. */
-push_client *push_hub_take_ready(push_hub *h);
+/* Reactor: take up to max clients off the ready list into out; returns how
+ * many.  They are no longer linked: a dispatch meanwhile puts them on the
+ * list again.  Clients stay valid: only their owner frees them. */
+int push_hub_take_ready(push_hub *h, push_client **out, int max);
 
 /* Owner: move up to max queued entries of the client to out (the caller
  * then owns their references), stopping once their data add up to
- * max_bytes (at least one entry moves).  Entries already sent
+ * max_bytes or more (at least one entry moves when any is queued).  Entries already sent
  * (id <= sub->sent_id) are dropped here.  Returns the number moved;
  * *overflow tells whether the queue overflowed since the last call. */
 int push_hub_drain(push_hub *h, push_client *c, push_entry *out, int max, size_t max_bytes,

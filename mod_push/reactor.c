@@ -384,13 +384,15 @@ static void s_take_incoming(push_reactor *rx)
 
 static void s_take_ready(push_reactor *rx)
 {
-    push_client *c = push_hub_take_ready(rx->hub), *next;
-    for (; c; c = next) {
-        next = c->ready_next;
-        push_hold *h = c->owner;
-        /* A hold not parked yet is served when it is (s_take_incoming). */
-        if (h->state == HOLD_PARKED)
-            s_process(rx, h);
+    push_client *ready[256];
+    int n;
+    while ((n = push_hub_take_ready(rx->hub, ready, 256)) > 0) {
+        for (int i = 0; i < n; i++) {
+            push_hold *h = ready[i]->owner;
+            /* A hold not parked yet is served when it is (s_take_incoming). */
+            if (h->state == HOLD_PARKED)
+                s_process(rx, h);
+        }
     }
 }
 

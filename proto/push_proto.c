@@ -38,7 +38,7 @@ int push_frames_recv(void *socket, push_frames *out, int flags)
     }
     for (;;) {
         if (n == cap) {
-            if (cap >= PUSH_MAX_FRAMES) {
+            if (n >= PUSH_MAX_FRAMES) {
                 for (int i = 0; i < n; i++)
                     zmq_msg_close(&msgs[i]);
                 free(msgs);
@@ -46,7 +46,8 @@ int push_frames_recv(void *socket, push_frames *out, int flags)
                 errno = EPROTO;
                 return -1;
             }
-            zmq_msg_t *bigger = realloc(msgs, sizeof *msgs * cap * 2);
+            int newcap = cap * 2 < PUSH_MAX_FRAMES ? cap * 2 : PUSH_MAX_FRAMES;
+            zmq_msg_t *bigger = realloc(msgs, sizeof *msgs * (size_t)newcap);
             if (!bigger) {
                 for (int i = 0; i < n; i++)
                     zmq_msg_close(&msgs[i]);
@@ -56,7 +57,7 @@ int push_frames_recv(void *socket, push_frames *out, int flags)
                 return -1;
             }
             msgs = bigger;
-            cap *= 2;
+            cap = newcap;
         }
         zmq_msg_init(&msgs[n]);
         /* only the first frame may be non-blocking: the rest are already here */
@@ -158,15 +159,16 @@ int push_event_valid(const char *name, size_t len)
 int push_parse_u64(const char *s, size_t len, uint64_t *out)
 {
     uint64_t v = 0;
-    if (!s || len == 0 || len > 19)
+    if (!s || len == 0 || len > 64)
         return -1;
     for (size_t i = 0; i < len; i++) {
         if (s[i] < '0' || s[i] > '9')
             return -1;
-        v = v * 10 + (uint64_t)(s[i] - '0');
+        uint64_t d = (uint64_t)(s[i] - '0');
+        if (v > ((uint64_t)INT64_MAX - d) / 10)
+            return -1;
+        v = v * 10 + d;
     }
-    if (v > (uint64_t)INT64_MAX)
-        return -1;
     *out = v;
     return 0;
 }
@@ -253,15 +255,28 @@ static int s_has_escaped_nul(const char *json, size_t len)
     return 0;
 }
 
+static int s_only_space(const char *s, size_t len)
+{
+    for (size_t i = 0; i < len; i++)
+        if (!strchr(" \t\r\n", s[i]))
+            return 0;
+    return 1;
+}
+
 int push_publish_req_decode(const char *json, size_t len, int need_channel,
                             push_publish_req *out,
                             const char **err_code, const char **err_msg)
 {
     push_publish_req r = { 0 };
-    if (s_has_escaped_nul(json, len))
+    if (memchr(json, '\0', len) || s_has_escaped_nul(json, len))
         return s_fail(err_code, err_msg, PUSH_ERR_BAD_REQUEST,
                       "NUL characters (\\u0000) are not allowed in JSON requests");
-    cJSON *root = cJSON_ParseWithLength(json, len);
+    const char *end = NULL;
+    cJSON *root = cJSON_ParseWithLengthOpts(json, len, &end, 0);
+    if (root && !s_only_space(end, (size_t)(json + len - end))) {
+        cJSON_Delete(root);
+        root = NULL;
+    }
     if (!root)
         return s_fail(err_code, err_msg, PUSH_ERR_BAD_REQUEST, "malformed JSON");
     int rc = s_decode(root, need_channel, &r, err_code, err_msg);

@@ -45,6 +45,7 @@ struct push_link {
     char             *endpoint;
     push_hub         *hub;
     push_link_wake_fn *wake;
+    push_link_wake_fn *reset;
     void             *wake_arg;
     void             *ctx;
     void             *sock;
@@ -53,7 +54,9 @@ struct push_link {
     int               started;
     int               stop;        /* atomic */
     int               up;          /* atomic */
-    pthread_mutex_t   lock;        /* cmds, pending, next_reqid */
+    pthread_mutex_t   lock;        /* cmds, pending, next_reqid, up_cond */
+    pthread_cond_t    up_cond;     /* signalled when the link comes up */
+    int64_t           started_ms;
     link_cmd         *cmds, *cmds_tail;
     link_waiter      *pending;
     uint64_t          next_reqid;
@@ -214,6 +217,8 @@ static void s_on_welcome(push_link *l, push_frames *f)
         return;
     ap_log_error(APLOG_MARK, APLOG_INFO, 0, l->s, APLOGNO(20003)
                  "linked to pushbrokerd at %s (epoch %" APR_UINT64_T_FMT ")", l->endpoint, epoch);
+    if (l->epoch && epoch != l->epoch)
+        l->reset(l->wake_arg);
     l->epoch = epoch;
     l->welcomed = 1;
     push_hub_each_channel(l->hub, s_send_count, l);
@@ -263,8 +268,12 @@ static void s_set_up(push_link *l, int up)
     int was = __atomic_exchange_n(&l->up, up, __ATOMIC_ACQ_REL);
     if (was == up)
         return;
-    if (up)
+    if (up) {
+        pthread_mutex_lock(&l->lock);
+        pthread_cond_broadcast(&l->up_cond);
+        pthread_mutex_unlock(&l->lock);
         return;
+    }
     __atomic_add_fetch(&l->reconnects, 1, __ATOMIC_RELAXED);
     ap_log_error(APLOG_MARK, APLOG_WARNING, 0, l->s, APLOGNO(20005)
                  "pushbrokerd at %s is not answering; subscribers get 503 until it is back",
@@ -318,7 +327,7 @@ static int s_open_socket(push_link *l)
 }
 
 push_link *push_link_start(server_rec *s, const char *endpoint, push_hub *hub,
-                           push_link_wake_fn *wake, void *wake_arg)
+                           push_link_wake_fn *wake, push_link_wake_fn *reset, void *wake_arg)
 {
     push_link *l = calloc(1, sizeof *l);
     if (!l)
@@ -326,10 +335,17 @@ push_link *push_link_start(server_rec *s, const char *endpoint, push_hub *hub,
     l->s = s;
     l->hub = hub;
     l->wake = wake;
+    l->reset = reset;
     l->wake_arg = wake_arg;
     l->next_reqid = 1;
     l->evfd = -1;
+    l->started_ms = s_now_ms();
     pthread_mutex_init(&l->lock, NULL);
+    pthread_condattr_t attr;
+    pthread_condattr_init(&attr);
+    pthread_condattr_setclock(&attr, CLOCK_MONOTONIC);
+    pthread_cond_init(&l->up_cond, &attr);
+    pthread_condattr_destroy(&attr);
     if (!(l->endpoint = strdup(endpoint))
         || (l->evfd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC)) < 0
         || !(l->ctx = zmq_ctx_new())
@@ -368,14 +384,40 @@ void push_link_stop(push_link **lp)
         free(c);
     }
     pthread_mutex_destroy(&l->lock);
+    pthread_cond_destroy(&l->up_cond);
     free(l->endpoint);
     free(l);
     *lp = NULL;
 }
 
+static void s_deadline(struct timespec *ts, int64_t ms_from_now)
+{
+    clock_gettime(CLOCK_MONOTONIC, ts);
+    ts->tv_sec += ms_from_now / 1000;
+    ts->tv_nsec += (long)(ms_from_now % 1000) * 1000000L;
+    if (ts->tv_nsec >= 1000000000L) {
+        ts->tv_sec++;
+        ts->tv_nsec -= 1000000000L;
+    }
+}
+
 int push_link_up(push_link *l)
 {
-    return l && __atomic_load_n(&l->up, __ATOMIC_ACQUIRE);
+    if (!l)
+        return 0;
+    if (__atomic_load_n(&l->up, __ATOMIC_ACQUIRE))
+        return 1;
+    int64_t left = l->started_ms + DOWN_AFTER_MS - s_now_ms();
+    if (left <= 0 || __atomic_load_n(&l->reconnects, __ATOMIC_RELAXED))
+        return 0;
+    struct timespec until;
+    s_deadline(&until, left);
+    pthread_mutex_lock(&l->lock);
+    while (!__atomic_load_n(&l->up, __ATOMIC_ACQUIRE)
+           && pthread_cond_timedwait(&l->up_cond, &l->lock, &until) == 0)
+        ;
+    pthread_mutex_unlock(&l->lock);
+    return __atomic_load_n(&l->up, __ATOMIC_ACQUIRE);
 }
 
 /* ---- requests from workers --------------------------------------------------- */
@@ -444,13 +486,7 @@ int push_link_request(push_link *l, const push_frame *frames, int n, int timeout
     s_kick(l);
 
     struct timespec until;
-    clock_gettime(CLOCK_MONOTONIC, &until);
-    until.tv_sec += timeout_ms / 1000;
-    until.tv_nsec += (long)(timeout_ms % 1000) * 1000000L;
-    if (until.tv_nsec >= 1000000000L) {
-        until.tv_sec++;
-        until.tv_nsec -= 1000000000L;
-    }
+    s_deadline(&until, timeout_ms);
     while (!w.done && pthread_cond_timedwait(&w.cond, &l->lock, &until) == 0)
         ;
     s_unlink_waiter(l, &w);

@@ -23,15 +23,19 @@ typedef struct push_link push_link;
 typedef void push_link_wake_fn(void *arg);
 
 /* Create the ZeroMQ context and start the link thread (call in child_init).
- * wake(arg) is called from the link thread when the hub has ready clients.
+ * wake(arg) is called from the link thread when the hub has ready clients;
+ * reset(arg) when the broker turned out to be a new one (another epoch): ids
+ * may have started again, so open streams can no longer be continued.
  * Returns NULL (and logs why) on failure. */
 push_link *push_link_start(server_rec *s, const char *endpoint, push_hub *hub,
-                           push_link_wake_fn *wake, void *wake_arg);
+                           push_link_wake_fn *wake, push_link_wake_fn *reset, void *arg);
 
 /* Stop the thread, close the socket, terminate the context. */
 void push_link_stop(push_link **link);
 
-/* Whether the broker answered recently (a WELCOME and a PONG in the last 2 s). */
+/* Whether the broker answered recently (a WELCOME and a PONG in the last 2 s).
+ * A child that has just started waits for its first WELCOME (at most 2 s
+ * after the start): a freshly forked child is not a dead broker. */
 int push_link_up(push_link *link);
 
 /* Hub callback: the local count of channel changed (called with the hub locked). */

@@ -255,7 +255,7 @@ static void s_child_init(apr_pool_t *pchild, server_rec *s)
     ch->hub = push_hub_new(s_count_changed, ch);
     ch->rx = ch->hub ? push_reactor_start(s, ch->hub) : NULL;
     ch->link = ch->rx ? push_link_start(s, sc->broker ? sc->broker : PUSH_DEFAULT_LINK_ENDPOINT,
-                                        ch->hub, push_reactor_wake, ch->rx)
+                                        ch->hub, push_reactor_wake, push_reactor_reset, ch->rx)
                       : NULL;
     apr_pool_cleanup_register(pchild, ch, s_child_exit, apr_pool_cleanup_null);
     if (!ch->link) {

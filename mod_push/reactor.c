@@ -40,6 +40,7 @@ struct push_reactor {
     int             started;
     int             quit;         /* atomic: leave the loop */
     int             stopping;     /* atomic: graceful stop requested */
+    int             reset;        /* atomic: end every current hold once */
     pthread_mutex_t lock;         /* incoming, closing_in */
     push_hold      *incoming;     /* parked by the suspend hook */
     push_hold      *closing_in;   /* finished by a worker, waiting for linger */
@@ -149,6 +150,13 @@ static void s_wakeup(push_reactor *rx)
 void push_reactor_wake(void *arg)
 {
     s_wakeup(arg);
+}
+
+void push_reactor_reset(void *arg)
+{
+    push_reactor *rx = arg;
+    __atomic_store_n(&rx->reset, 1, __ATOMIC_RELEASE);
+    s_wakeup(rx);
 }
 
 void push_reactor_park(push_reactor *rx, push_hold *h)
@@ -400,7 +408,8 @@ static void s_take_ready(push_reactor *rx)
 static void s_tick(push_reactor *rx)
 {
     apr_time_t now = apr_time_now();
-    int stopping = __atomic_load_n(&rx->stopping, __ATOMIC_ACQUIRE);
+    int stopping = __atomic_load_n(&rx->stopping, __ATOMIC_ACQUIRE)
+                   || __atomic_exchange_n(&rx->reset, 0, __ATOMIC_ACQ_REL);
     for (push_hold *h = rx->held, *next; h; h = next) {
         next = h->next;
         if (stopping) {
@@ -453,7 +462,8 @@ static void *s_thread(void *arg)
         }
         apr_time_t now = apr_time_now();
         if (now - last_tick >= apr_time_from_msec(TICK_MS) || rx->closing
-            || __atomic_load_n(&rx->stopping, __ATOMIC_ACQUIRE)) {
+            || __atomic_load_n(&rx->stopping, __ATOMIC_ACQUIRE)
+            || __atomic_load_n(&rx->reset, __ATOMIC_ACQUIRE)) {
             last_tick = now;
             s_tick(rx);
         }

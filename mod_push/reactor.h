@@ -70,6 +70,10 @@ void push_reactor_destroy(push_reactor **rx);
 /* Wake the reactor: the hub has ready clients (link thread callback). */
 void push_reactor_wake(void *rx);
 
+/* End every hold as on a stop (link thread callback: the broker restarted
+ * and its ids may have started again; clients reconnect with their cursor). */
+void push_reactor_reset(void *rx);
+
 /* Worker: a new hold for r, not yet parked.  Allocated with malloc. */
 push_hold *push_hold_new(push_reactor *rx, request_rec *r, const push_transport *tp,
                          const push_settings *set, const char *channel);

@@ -148,16 +148,32 @@ static int s_unavailable(request_rec *r, const push_settings *set)
 
 /* ---- transports ------------------------------------------------------------------ */
 
+/* History after the client's cursor.  A cursor beyond the channel's end
+ * means the broker started its ids again (it lost its state): then the
+ * client gets everything the channel has now, and *cursor becomes 0. */
+static int s_history_since(request_rec *r, const char *channel, int has_cursor,
+                           uint64_t *cursor, push_history **hist)
+{
+    int st = push_history_fetch(r, channel, has_cursor ? cursor : NULL, hist);
+    if (st == OK && has_cursor && *cursor > (*hist)->last_id) {
+        *cursor = 0;
+        st = push_history_fetch(r, channel, cursor, hist);
+    }
+    return st;
+}
+
 static int s_short_poll(request_rec *r, const char *channel, const push_settings *set,
                         int has_cursor, uint64_t cursor)
 {
     push_history *hist;
-    int st = push_history_fetch(r, channel, has_cursor ? &cursor : NULL, &hist);
+    int st = s_history_since(r, channel, has_cursor, &cursor, &hist);
     if (st == HTTP_SERVICE_UNAVAILABLE)
         return s_unavailable(r, set);
     if (st != OK)
         return push_json_error(r, st, PUSH_ERR_BAD_REQUEST, "history query failed");
-    uint64_t next = has_cursor && cursor <= hist->last_id ? cursor : hist->last_id;
+    uint64_t next = has_cursor ? cursor : hist->last_id;
+    if (hist->n)
+        next = hist->msgs[hist->n - 1]->id;
     return push_poll_respond(r, channel, hist->msgs, hist->n, next);
 }
 
@@ -177,16 +193,14 @@ static int s_hold(request_rec *r, const char *channel, const push_settings *set,
         return push_json_error(r, HTTP_INTERNAL_SERVER_ERROR, "internal", "out of memory");
     }
     push_history *hist;
-    int st = push_history_fetch(r, channel, has_cursor ? &cursor : NULL, &hist);
+    int st = s_history_since(r, channel, has_cursor, &cursor, &hist);
     if (st != OK) {
         push_hold_discard(ch->rx, h);
         if (st == HTTP_SERVICE_UNAVAILABLE)
             return s_unavailable(r, set);
         return push_json_error(r, st, PUSH_ERR_BAD_REQUEST, "history query failed");
     }
-    /* A cursor beyond the channel's end (a broker that lost its state)
-     * must not hide the messages that come next. */
-    sub->sent_id = has_cursor && cursor <= hist->last_id ? cursor : hist->last_id;
+    sub->sent_id = has_cursor ? cursor : hist->last_id;
     if (hist->n)
         sub->sent_id = hist->msgs[hist->n - 1]->id;
 

@@ -1,0 +1,419 @@
+/*
+ * config.c — see config.h.
+ */
+#define _GNU_SOURCE
+#include "config.h"
+
+#include <ctype.h>
+#include <errno.h>
+#include <getopt.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "log.h"
+#include "push_proto.h"
+
+enum value_kind { V_ENDPOINT, V_UINT, V_PATH, V_LEVEL };
+
+typedef struct config_key {
+    const char     *name;
+    enum value_kind kind;
+    uint64_t        min, max;   /* V_UINT only */
+    size_t          offset;     /* into broker_config */
+} config_key;
+
+#define OFF(f) offsetof(broker_config, f)
+
+static const config_key s_keys[] = {
+    { "api",              V_ENDPOINT, 0, 0, OFF(api) },
+    { "push",             V_ENDPOINT, 0, 0, OFF(push) },
+    { "link",             V_ENDPOINT, 0, 0, OFF(link) },
+    { "history_max",      V_UINT, 1, CONFIG_HISTORY_MAX_LIMIT, OFF(history_max) },
+    { "history_age",      V_UINT, 0, CONFIG_HISTORY_AGE_LIMIT, OFF(history_age) },
+    { "max_message_size", V_UINT, 1, CONFIG_MAX_MSG_LIMIT, OFF(max_message_size) },
+    { "pid_file",         V_PATH, 0, 0, OFF(pid_file) },
+    { "log_file",         V_PATH, 0, 0, OFF(log_file) },
+    { "log_level",        V_LEVEL, 0, 0, OFF(log_level) },
+};
+
+static const config_key *s_key(const char *name)
+{
+    for (size_t i = 0; i < sizeof s_keys / sizeof s_keys[0]; i++)
+        if (strcmp(s_keys[i].name, name) == 0)
+            return &s_keys[i];
+    return NULL;
+}
+
+/* ---- values ------------------------------------------------------------ */
+
+static int s_replace_str(char **slot, const char *value, char *err, size_t errsize)
+{
+    char *copy = strdup(value);
+    if (!copy) {
+        snprintf(err, errsize, "out of memory");
+        return -1;
+    }
+    free(*slot);
+    *slot = copy;
+    return 0;
+}
+
+static int s_set_endpoint(char **slot, const config_key *k, const char *v,
+                          char *err, size_t errsize)
+{
+    const char *sep = strstr(v, "://");
+    int bad = !sep || sep == v || sep[3] == '\0';
+    for (const char *p = v; *p && !bad; p++)
+        bad = isspace((unsigned char)*p);
+    if (bad) {
+        snprintf(err, errsize, "%s: \"%s\" is not a ZeroMQ endpoint "
+                 "(like tcp://127.0.0.1:7701 or ipc:///run/push.sock)", k->name, v);
+        return -1;
+    }
+    return s_replace_str(slot, v, err, errsize);
+}
+
+static int s_set_uint(uint64_t *slot, const config_key *k, const char *v,
+                      char *err, size_t errsize)
+{
+    uint64_t n;
+    if (push_parse_u64(v, strlen(v), &n) < 0) {
+        snprintf(err, errsize, "%s: \"%s\" is not a non-negative decimal integer",
+                 k->name, v);
+        return -1;
+    }
+    if (n < k->min || n > k->max) {
+        snprintf(err, errsize, "%s: %s is out of range (%llu..%llu)", k->name, v,
+                 (unsigned long long)k->min, (unsigned long long)k->max);
+        return -1;
+    }
+    *slot = n;
+    return 0;
+}
+
+static int s_set_level(int *slot, const char *v, char *err, size_t errsize)
+{
+    int level = log_level_parse(v);
+    if (level < 0) {
+        snprintf(err, errsize, "log_level: \"%s\" is not one of error, warn, info, debug", v);
+        return -1;
+    }
+    *slot = level;
+    return 0;
+}
+
+int config_set(broker_config *c, const char *key, const char *value,
+               char *err, size_t errsize)
+{
+    const config_key *k = s_key(key);
+    if (!k) {
+        snprintf(err, errsize, "unknown key \"%s\"", key);
+        return -1;
+    }
+    void *slot = (char *)c + k->offset;
+    switch (k->kind) {
+    case V_ENDPOINT: return s_set_endpoint(slot, k, value, err, errsize);
+    case V_UINT:     return s_set_uint(slot, k, value, err, errsize);
+    case V_LEVEL:    return s_set_level(slot, value, err, errsize);
+    case V_PATH:
+        if (!*value) {
+            snprintf(err, errsize, "%s: empty path", k->name);
+            return -1;
+        }
+        return s_replace_str(slot, value, err, errsize);
+    }
+    return -1;
+}
+
+/* ---- config file ------------------------------------------------------- */
+
+/* Cuts a comment and surrounding blanks off line; returns the trimmed text. */
+static char *s_strip(char *line)
+{
+    for (char *p = line; *p; p++)
+        if (*p == '#' && (p == line || isspace((unsigned char)p[-1]))) {
+            *p = '\0';
+            break;
+        }
+    while (isspace((unsigned char)*line))
+        line++;
+    size_t n = strlen(line);
+    while (n && isspace((unsigned char)line[n - 1]))
+        line[--n] = '\0';
+    return line;
+}
+
+static int s_apply_line(broker_config *c, char *line, char *err, size_t errsize)
+{
+    char *text = s_strip(line);
+    if (!*text)
+        return 0;
+    char *value = text;
+    while (*value && !isspace((unsigned char)*value))
+        value++;
+    if (*value)
+        *value++ = '\0';
+    while (isspace((unsigned char)*value))
+        value++;
+    if (!*value) {
+        snprintf(err, errsize, "key \"%s\" has no value", text);
+        return -1;
+    }
+    return config_set(c, text, value, err, errsize);
+}
+
+int config_load_file(broker_config *c, const char *path, char *err, size_t errsize)
+{
+    FILE *f = fopen(path, "re");
+    if (!f) {
+        snprintf(err, errsize, "%s: cannot open: %s", path, strerror(errno));
+        return -1;
+    }
+    char *line = NULL, msg[512];
+    size_t cap = 0;
+    unsigned lineno = 0;
+    int rc = 0;
+    while (rc == 0 && getline(&line, &cap, f) >= 0) {
+        lineno++;
+        if (s_apply_line(c, line, msg, sizeof msg) < 0) {
+            snprintf(err, errsize, "%s:%u: %s", path, lineno, msg);
+            rc = -1;
+        }
+    }
+    if (rc == 0 && ferror(f)) {
+        snprintf(err, errsize, "%s: read error: %s", path, strerror(errno));
+        rc = -1;
+    }
+    free(line);
+    fclose(f);
+    return rc;
+}
+
+/* ---- defaults and cleanup ---------------------------------------------- */
+
+int config_defaults(broker_config *c)
+{
+    memset(c, 0, sizeof *c);
+    c->api = strdup(PUSH_DEFAULT_API_ENDPOINT);
+    c->push = strdup(PUSH_DEFAULT_PUSH_ENDPOINT);
+    c->link = strdup(PUSH_DEFAULT_LINK_ENDPOINT);
+    c->history_max = CONFIG_HISTORY_MAX_DEFAULT;
+    c->history_age = CONFIG_HISTORY_AGE_DEFAULT;
+    c->max_message_size = PUSH_DEFAULT_MAX_MSG;
+    c->log_level = PB_LOG_INFO;
+    return c->api && c->push && c->link ? 0 : -1;
+}
+
+void config_free(broker_config *c)
+{
+    free(c->api);
+    free(c->push);
+    free(c->link);
+    free(c->config_file);
+    free(c->pid_file);
+    free(c->log_file);
+    memset(c, 0, sizeof *c);
+}
+
+int64_t config_frame_limit(const broker_config *c)
+{
+    uint64_t escaped = c->max_message_size * 6 + 64 * 1024;
+    uint64_t floor = 64ull * 1024 * 1024;
+    return (int64_t)(escaped > floor ? escaped : floor);
+}
+
+/* ---- absolute paths ---------------------------------------------------- */
+
+/* Prefixes *slot + skip with the working directory when it is relative. */
+static int s_absolute(char **slot, size_t skip)
+{
+    if (!*slot || (*slot)[skip] == '/' || (*slot)[skip] == '@')
+        return 0;   /* '@': abstract ipc socket, not a path */
+    char *cwd = getcwd(NULL, 0);
+    if (!cwd)
+        return -1;
+    char *abs = NULL;
+    int rc = asprintf(&abs, "%.*s%s/%s", (int)skip, *slot, cwd, *slot + skip);
+    free(cwd);
+    if (rc < 0)
+        return -1;
+    free(*slot);
+    *slot = abs;
+    return 0;
+}
+
+static int s_absolute_endpoint(char **slot)
+{
+    return strncmp(*slot, "ipc://", 6) == 0 ? s_absolute(slot, 6) : 0;
+}
+
+static int s_make_absolute(broker_config *c)
+{
+    if (s_absolute(&c->pid_file, 0) < 0 || s_absolute(&c->log_file, 0) < 0
+        || s_absolute_endpoint(&c->api) < 0 || s_absolute_endpoint(&c->push) < 0
+        || s_absolute_endpoint(&c->link) < 0) {
+        fprintf(stderr, "pushbrokerd: cannot resolve relative paths: %s\n", strerror(errno));
+        return -1;
+    }
+    return 0;
+}
+
+/* ---- command line ------------------------------------------------------ */
+
+void config_usage(FILE *out)
+{
+    fprintf(out,
+"Usage: pushbrokerd [OPTION]...\n"
+"Message broker for mod_push: keeps per-channel history and fans messages\n"
+"out to Apache children.\n"
+"\n"
+"  -c, --config FILE          read settings from FILE (\"key value\" lines)\n"
+"  -f, --foreground           stay in the foreground (default)\n"
+"  -d, --daemon               detach: fork, setsid, stdio to /dev/null\n"
+"                             (stdout/stderr to the --log file if given)\n"
+"  -p, --pid-file FILE        write the pid to FILE after binding; removed on exit\n"
+"      --log FILE             append log lines to FILE instead of stderr\n"
+"                             (reopened on SIGHUP)\n"
+"      --log-level LEVEL      error, warn, info (default) or debug\n"
+"      --api EP               request/reply endpoint (default %s)\n"
+"      --push EP              fire-and-forget endpoint (default %s)\n"
+"      --link EP              mod_push children endpoint (default %s)\n"
+"      --history-max N        messages kept per channel (default %d, 1..%d)\n"
+"      --history-age S        seconds messages are kept (default %d, 0 = forever)\n"
+"      --max-message-size N   largest message data in bytes (default %d)\n"
+"  -h, --help                 show this help and exit\n"
+"  -V, --version              show the version and exit\n"
+"\n"
+"Config file keys: api, push, link, history_max, history_age,\n"
+"max_message_size, pid_file, log_file, log_level.  Command-line options\n"
+"override the file.  Exit status: 0 ok, 1 runtime failure (e.g. cannot bind),\n"
+"2 bad configuration or usage.\n",
+            PUSH_DEFAULT_API_ENDPOINT, PUSH_DEFAULT_PUSH_ENDPOINT,
+            PUSH_DEFAULT_LINK_ENDPOINT, CONFIG_HISTORY_MAX_DEFAULT,
+            CONFIG_HISTORY_MAX_LIMIT, CONFIG_HISTORY_AGE_DEFAULT,
+            PUSH_DEFAULT_MAX_MSG);
+}
+
+enum {
+    OPT_LOG = 256, OPT_LOG_LEVEL, OPT_API, OPT_PUSH, OPT_LINK,
+    OPT_HISTORY_MAX, OPT_HISTORY_AGE, OPT_MAX_MSG
+};
+
+static const struct option s_options[] = {
+    { "config",           required_argument, NULL, 'c' },
+    { "foreground",       no_argument,       NULL, 'f' },
+    { "daemon",           no_argument,       NULL, 'd' },
+    { "pid-file",         required_argument, NULL, 'p' },
+    { "pidfile",          required_argument, NULL, 'p' },
+    { "log",              required_argument, NULL, OPT_LOG },
+    { "log-level",        required_argument, NULL, OPT_LOG_LEVEL },
+    { "api",              required_argument, NULL, OPT_API },
+    { "push",             required_argument, NULL, OPT_PUSH },
+    { "link",             required_argument, NULL, OPT_LINK },
+    { "history-max",      required_argument, NULL, OPT_HISTORY_MAX },
+    { "history_max",      required_argument, NULL, OPT_HISTORY_MAX },
+    { "history-age",      required_argument, NULL, OPT_HISTORY_AGE },
+    { "history_age",      required_argument, NULL, OPT_HISTORY_AGE },
+    { "max-message-size", required_argument, NULL, OPT_MAX_MSG },
+    { "max_message_size", required_argument, NULL, OPT_MAX_MSG },
+    { "help",             no_argument,       NULL, 'h' },
+    { "version",          no_argument,       NULL, 'V' },
+    { NULL, 0, NULL, 0 }
+};
+
+static const char *s_opt_key(int opt)
+{
+    switch (opt) {
+    case 'p':             return "pid_file";
+    case OPT_LOG:         return "log_file";
+    case OPT_LOG_LEVEL:   return "log_level";
+    case OPT_API:         return "api";
+    case OPT_PUSH:        return "push";
+    case OPT_LINK:        return "link";
+    case OPT_HISTORY_MAX: return "history_max";
+    case OPT_HISTORY_AGE: return "history_age";
+    case OPT_MAX_MSG:     return "max_message_size";
+    default:              return NULL;
+    }
+}
+
+/* An option that sets a key, remembered until the config file is read. */
+typedef struct pending_opt {
+    const char *key;
+    const char *value;
+} pending_opt;
+
+static int s_fail(const char *msg)
+{
+    fprintf(stderr, "pushbrokerd: %s\nTry 'pushbrokerd --help' for more information.\n", msg);
+    return CONFIG_FAIL;
+}
+
+/* First pass: flags act at once, key options are queued in pending. */
+static int s_scan(broker_config *c, int argc, char **argv,
+                  pending_opt *pending, int *npending)
+{
+    int opt;
+    opterr = 0;
+    optind = 1;
+    while ((opt = getopt_long(argc, argv, ":c:fdp:hV", s_options, NULL)) != -1) {
+        char msg[256];
+        switch (opt) {
+        case 'h': config_usage(stdout); return CONFIG_DONE;
+        case 'V': printf("pushbrokerd %s\n", PUSHBROKERD_VERSION); return CONFIG_DONE;
+        case 'f': c->daemonize = 0; break;
+        case 'd': c->daemonize = 1; break;
+        case 'c':
+            if (s_replace_str(&c->config_file, optarg, msg, sizeof msg) < 0)
+                return s_fail(msg);
+            break;
+        case ':':
+            snprintf(msg, sizeof msg, "option '%s' needs a value", argv[optind - 1]);
+            return s_fail(msg);
+        case '?':
+            snprintf(msg, sizeof msg, "unknown option '%s'", argv[optind - 1]);
+            return s_fail(msg);
+        default:
+            pending[*npending].key = s_opt_key(opt);
+            pending[*npending].value = optarg;
+            (*npending)++;
+        }
+    }
+    if (optind < argc) {
+        char msg[256];
+        snprintf(msg, sizeof msg, "unexpected argument '%s'", argv[optind]);
+        return s_fail(msg);
+    }
+    return CONFIG_RUN;
+}
+
+static int s_apply(broker_config *c, const pending_opt *pending, int npending)
+{
+    char err[512], msg[600];
+    if (c->config_file && config_load_file(c, c->config_file, err, sizeof err) < 0) {
+        fprintf(stderr, "pushbrokerd: %s\n", err);
+        return CONFIG_FAIL;
+    }
+    for (int i = 0; i < npending; i++)
+        if (config_set(c, pending[i].key, pending[i].value, err, sizeof err) < 0) {
+            snprintf(msg, sizeof msg, "command line: %s", err);
+            return s_fail(msg);
+        }
+    return s_make_absolute(c) < 0 ? CONFIG_FAIL : CONFIG_RUN;
+}
+
+int config_parse_args(broker_config *c, int argc, char **argv)
+{
+    if (config_defaults(c) < 0)
+        return s_fail("out of memory");
+    pending_opt *pending = calloc((size_t)argc + 1, sizeof *pending);
+    if (!pending)
+        return s_fail("out of memory");
+    int npending = 0;
+    int rc = s_scan(c, argc, argv, pending, &npending);
+    if (rc == CONFIG_RUN)
+        rc = s_apply(c, pending, npending);
+    free(pending);
+    return rc;
+}

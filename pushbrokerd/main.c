@@ -1,0 +1,183 @@
+/*
+ * main.c — pushbrokerd: configuration, process setup and the event loop.
+ *
+ * Everything with state lives in the other files (compiled into a library
+ * that unit tests link); this file only wires them together.  Exit status:
+ * 0 after a clean stop, 1 when the broker could not start (bind, pid file,
+ * log file), 2 for bad configuration or usage.
+ */
+#include <errno.h>
+#include <signal.h>
+#include <stdio.h>
+#include <string.h>
+#include <zmq.h>
+
+#include "api.h"
+#include "broker.h"
+#include "clock.h"
+#include "config.h"
+#include "daemon.h"
+#include "links.h"
+#include "log.h"
+
+#define TICK_US     (100 * 1000ull)
+#define BATCH       256     /* messages per socket per wakeup, for fairness */
+
+static volatile sig_atomic_t s_stop;
+static volatile sig_atomic_t s_reopen;
+
+static void s_on_stop(int sig)
+{
+    (void)sig;
+    s_stop = 1;
+}
+
+static void s_on_hup(int sig)
+{
+    (void)sig;
+    s_reopen = 1;
+}
+
+static void s_signals(void)
+{
+    struct sigaction sa;
+    memset(&sa, 0, sizeof sa);
+    sigemptyset(&sa.sa_mask);
+    /* no SA_RESTART: zmq_poll must return EINTR so the loop sees the flag */
+    sa.sa_handler = s_on_stop;
+    sigaction(SIGTERM, &sa, NULL);
+    sigaction(SIGINT, &sa, NULL);
+    sa.sa_handler = s_on_hup;
+    sigaction(SIGHUP, &sa, NULL);
+    sa.sa_handler = SIG_IGN;
+    sigaction(SIGPIPE, &sa, NULL);
+}
+
+static void s_maybe_reopen_log(void)
+{
+    if (!s_reopen)
+        return;
+    s_reopen = 0;
+    if (log_reopen() < 0)
+        log_error("cannot reopen log file: %s", strerror(errno));
+    else
+        log_info("log file reopened");
+}
+
+static void s_tick(broker *b, links *l, uint64_t *next_tick)
+{
+    uint64_t now = clock_mono_us();
+    if (now < *next_tick)
+        return;
+    broker_tick(b, clock_real_us());
+    links_tick(l, now);
+    *next_tick = now + TICK_US;
+}
+
+static int s_loop(api *a, links *l, broker *b)
+{
+    zmq_pollitem_t items[3] = {
+        { a->router, 0, ZMQ_POLLIN, 0 },
+        { a->pull, 0, ZMQ_POLLIN, 0 },
+        { l->socket, 0, ZMQ_POLLIN, 0 },
+    };
+    uint64_t next_tick = clock_mono_us() + TICK_US;
+    while (!s_stop) {
+        s_maybe_reopen_log();
+        uint64_t now = clock_mono_us();
+        long timeout = next_tick > now ? (long)((next_tick - now + 999) / 1000) : 0;
+        if (zmq_poll(items, 3, timeout) < 0) {
+            if (errno == EINTR)
+                continue;
+            log_error("poll failed: %s", zmq_strerror(errno));
+            return 1;
+        }
+        if (items[0].revents & ZMQ_POLLIN)
+            api_handle_router(a, BATCH);
+        if (items[1].revents & ZMQ_POLLIN)
+            api_handle_pull(a, BATCH);
+        if (items[2].revents & ZMQ_POLLIN)
+            links_handle(l, BATCH);
+        s_tick(b, l, &next_tick);
+    }
+    return 0;
+}
+
+static void s_log_start(const broker_config *cfg, const broker *b)
+{
+    log_info("starting %s: api %s, push %s, link %s, history_max %llu, "
+             "history_age %llus, max_message_size %llu, epoch %llu",
+             PUSHBROKERD_VERSION, cfg->api, cfg->push, cfg->link,
+             (unsigned long long)cfg->history_max, (unsigned long long)cfg->history_age,
+             (unsigned long long)cfg->max_message_size, (unsigned long long)b->epoch);
+}
+
+/* Everything between "ZeroMQ context exists" and "it is gone". */
+static int s_serve(void *ctx, const broker_config *cfg, broker *b)
+{
+    links *l = links_open(ctx, cfg->link, b);
+    api *a = l ? api_open(ctx, cfg->api, cfg->push, b) : NULL;
+    int rc = 1;
+    b->links = l;
+    if (a && cfg->pid_file && pidfile_write(cfg->pid_file) < 0)
+        log_error("cannot write pid file %s: %s", cfg->pid_file, strerror(errno));
+    else if (a) {
+        s_log_start(cfg, b);
+        daemon_ready(0);
+        rc = s_loop(a, l, b);
+        log_info("stopping");
+        if (cfg->pid_file)
+            pidfile_remove(cfg->pid_file);
+    }
+    api_close(a);
+    links_close(l);
+    b->links = NULL;
+    return rc;
+}
+
+static int s_run(const broker_config *cfg)
+{
+    broker b;
+    if (broker_init(&b, cfg, clock_real_us(), clock_mono_us()) < 0) {
+        log_error("out of memory");
+        return 1;
+    }
+    void *ctx = zmq_ctx_new();
+    int rc = 1;
+    if (!ctx)
+        log_error("cannot create ZeroMQ context: %s", zmq_strerror(errno));
+    else
+        rc = s_serve(ctx, cfg, &b);
+    if (ctx)
+        zmq_ctx_term(ctx);
+    broker_free(&b);
+    return rc;
+}
+
+int main(int argc, char **argv)
+{
+    broker_config cfg;
+    int rc = config_parse_args(&cfg, argc, argv);
+    if (rc != CONFIG_RUN) {
+        config_free(&cfg);
+        return rc == CONFIG_DONE ? 0 : 2;
+    }
+    log_set_level(cfg.log_level);
+    if (cfg.log_file && log_open(cfg.log_file) < 0) {
+        fprintf(stderr, "pushbrokerd: cannot open log file %s: %s\n", cfg.log_file,
+                strerror(errno));
+        config_free(&cfg);
+        return 1;
+    }
+    if (cfg.daemonize && daemon_start(cfg.log_file ? log_fd() : -1) < 0) {
+        log_error("cannot detach: %s", strerror(errno));
+        rc = 1;
+    } else {
+        s_signals();
+        rc = s_run(&cfg);
+    }
+    daemon_ready(rc);
+    log_close();
+    config_free(&cfg);
+    return rc;
+}

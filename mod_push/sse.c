@@ -58,6 +58,10 @@ int push_sse_begin(push_hold *h, const push_history *hist)
     apr_table_setn(r->headers_out, "X-Accel-Buffering", "no");
     apr_table_setn(r->subprocess_env, "no-gzip", "1");
     r->connection->keepalive = AP_CONN_CLOSE;
+    /* Chunked even so: a client can tell a clean end of the stream (the
+     * last chunk) from a cut connection. */
+    if (r->proto_num >= HTTP_VERSION(1, 1))
+        r->chunked = 1;
 
     apr_brigade_puts(bb, NULL, NULL, ": mod_push\n\n");
     if (h->set.sse_retry_ms > 0)

@@ -1,0 +1,1093 @@
+"""Harness for the mod_push integration tests: a real pushbrokerd and a real
+private Apache (event MPM) on free loopback ports.
+
+Run:  /usr/bin/python3 -m pytest -v tests/integration      (or `make integration`)
+
+Environment:
+  PUSH_BROKER_BIN  the broker binary (default: <repo>/pushbrokerd/pushbrokerd;
+                   `make integration` passes an ASan+UBSan build)
+  PUSH_HTTPD       the Apache binary (default: /usr/sbin/apache2)
+  PUSH_MODULE_SO   mod_push.so to load (default: <repo>/mod_push/.libs/mod_push.so)
+
+What the harness offers (usable from any test file of this directory):
+
+  Classes
+    Broker(workdir, name, args=())      .start() .stop() .restart() (same ports)
+                                        .api .push .link (tcp:// endpoints)
+                                        .pub(...) .pub_json(...) .ping()
+    Apache(rundir, broker_link, port=None, max_workers=None, extra_conf=None)
+                                        .start() .stop() .wait_ready()
+                                        .request() .publish() .poll() .longpoll()
+                                        .sse() .child_pids() .error_log_text()
+    Stack(broker, apache)               one broker + one Apache linked to it;
+                                        proxies publish/poll/longpoll/sse/request
+    SSEClient                           raw-socket Server-Sent Events client that
+                                        decodes HTTP framing itself (chunked,
+                                        Content-Length or close-delimited) and
+                                        parses events by the WHATWG rules
+    HTTPResponseParser, SSEParser       the sans-I/O parsers SSEClient uses (the
+                                        scale test drives them from asyncio)
+
+  Fixtures
+    broker          session: a broker (no Apache)
+    stack           session: broker + Apache with conf/push.conf as shipped
+    short_stack     session: broker + Apache with PushSSEKeepalive 1 and
+                    PushLongPollTimeout 2 on /sub/
+    stack_factory   session: make_stack(name, extra_conf=None, max_workers=None,
+                    broker_args=()) -> started Stack, stopped at session end
+                    (or call stack.stop() yourself)
+    channel         function: a fresh channel name, unique in the session
+
+  Helpers
+    free_port(), unique_channel(prefix), zmq_request(endpoint, frames),
+    wait_until(predicate, timeout, what)
+
+On a failing test the tails of the error.log of every running Apache and of
+every running broker's log are attached to the report.  Processes are
+stopped by their own PIDs only.
+"""
+import atexit
+import http.client
+import itertools
+import json
+import os
+import re
+import signal
+import socket
+import subprocess
+import threading
+import time
+import uuid
+from pathlib import Path
+
+import pytest
+import zmq
+
+ROOT = Path(__file__).resolve().parents[2]
+BROKER_BIN = Path(os.environ.get("PUSH_BROKER_BIN") or ROOT / "pushbrokerd" / "pushbrokerd")
+HTTPD = os.environ.get("PUSH_HTTPD") or "/usr/sbin/apache2"
+MODULE_SO = Path(os.environ.get("PUSH_MODULE_SO") or ROOT / "mod_push" / ".libs" / "mod_push.so")
+PUSHCTL = ROOT / "clients" / "c" / "pushctl"
+PHP_PUBLISH = ROOT / "clients" / "php" / "publish.php"
+HOST = "127.0.0.1"
+
+# Upper bounds that only keep a broken build from hanging the run; no test
+# asserts that anything is fast.
+START_TIMEOUT = 20.0
+RELINK_TIMEOUT = 15.0
+EVENT_TIMEOUT = 15.0
+
+SANITIZER_MARKERS = ("ERROR: AddressSanitizer", "ERROR: LeakSanitizer", "runtime error:",
+                     "SUMMARY: UndefinedBehaviorSanitizer", "SUMMARY: AddressSanitizer")
+
+
+# ---------------------------------------------------------------------------
+# small helpers
+# ---------------------------------------------------------------------------
+
+_used_ports = set()
+
+
+def free_port():
+    """A free TCP port on 127.0.0.1, never the same one twice in a session."""
+    for _ in range(200):
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+            s.bind((HOST, 0))
+            port = s.getsockname()[1]
+        if port not in _used_ports:
+            _used_ports.add(port)
+            return port
+    raise RuntimeError("no free port")
+
+
+_chan_counter = itertools.count(1)
+
+
+def unique_channel(prefix="t"):
+    return f"{prefix}-{os.getpid()}-{next(_chan_counter)}-{uuid.uuid4().hex[:8]}"
+
+
+def wait_until(predicate, timeout, what, interval=0.05):
+    """Poll predicate() until it returns a true value; returns that value.
+    Fails the test after timeout seconds (a bound, not an assertion on speed)."""
+    deadline = time.monotonic() + timeout
+    last_exc = None
+    while True:
+        try:
+            v = predicate()
+            if v:
+                return v
+        except Exception as e:  # noqa: BLE001 - report the last one
+            last_exc = e
+        if time.monotonic() > deadline:
+            msg = f"timed out after {timeout}s waiting for {what}"
+            if last_exc is not None:
+                msg += f" (last error: {last_exc!r})"
+            pytest.fail(msg)
+        time.sleep(interval)
+
+
+def tail(path, lines=60):
+    try:
+        text = Path(path).read_text(errors="replace")
+    except OSError as e:
+        return f"<cannot read {path}: {e}>"
+    return "\n".join(text.splitlines()[-lines:])
+
+
+def pid_alive(pid):
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    # a zombie still "exists": look at its state
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            state = f.read().rsplit(")", 1)[1].split()[0]
+        return state != "Z"
+    except OSError:
+        return False
+
+
+def zmq_request(endpoint, frames, timeout=10.0):
+    """Send one multipart request on a fresh REQ socket; returns the reply frames."""
+    ctx = zmq.Context.instance()
+    s = ctx.socket(zmq.REQ)
+    s.setsockopt(zmq.LINGER, 0)
+    s.setsockopt(zmq.RCVTIMEO, int(timeout * 1000))
+    s.setsockopt(zmq.SNDTIMEO, int(timeout * 1000))
+    try:
+        s.connect(endpoint)
+        s.send_multipart([f if isinstance(f, bytes) else str(f).encode() for f in frames])
+        return s.recv_multipart()
+    finally:
+        s.close()
+
+
+def _die_with_parent():
+    """In the child before exec: get SIGTERM when the test process dies."""
+    try:
+        import ctypes
+        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGTERM)   # PR_SET_PDEATHSIG
+    except Exception:  # noqa: BLE001 - only a safety net
+        pass
+
+
+# Instances whose logs are attached to the report of a failing test.
+_ACTIVE = []
+
+
+# ---------------------------------------------------------------------------
+# the broker
+# ---------------------------------------------------------------------------
+
+class Broker:
+    def __init__(self, workdir, name="broker", args=(), binary=None):
+        self.workdir = Path(workdir)
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        self.name = name
+        self.binary = Path(binary or BROKER_BIN)
+        self.extra_args = [str(a) for a in args]
+        self.api_port, self.push_port, self.link_port = free_port(), free_port(), free_port()
+        self.log = self.workdir / f"{name}.log"
+        self.proc = None
+        self.exit_codes = []
+
+    api = property(lambda self: f"tcp://{HOST}:{self.api_port}")
+    push = property(lambda self: f"tcp://{HOST}:{self.push_port}")
+    link = property(lambda self: f"tcp://{HOST}:{self.link_port}")
+
+    @property
+    def pid(self):
+        return self.proc.pid if self.proc else None
+
+    def running(self):
+        return self.proc is not None and self.proc.poll() is None
+
+    def start(self, timeout=START_TIMEOUT):
+        if not (self.binary.is_file() and os.access(self.binary, os.X_OK)):
+            pytest.fail(f"broker binary {self.binary} is missing: build it first (make)")
+        assert not self.running()
+        env = dict(os.environ)
+        env.setdefault("ASAN_OPTIONS", "detect_leaks=1:abort_on_error=0")
+        env.setdefault("UBSAN_OPTIONS", "print_stacktrace=1")
+        cmd = [str(self.binary), "--api", self.api, "--push", self.push, "--link", self.link,
+               "-f", *self.extra_args]
+        with open(self.log, "ab") as logf:
+            logf.write(f"=== harness: starting {' '.join(cmd)}\n".encode())
+            logf.flush()
+            self.proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=logf,
+                                         stderr=subprocess.STDOUT, env=env,
+                                         preexec_fn=_die_with_parent)
+        if self not in _ACTIVE:
+            _ACTIVE.append(self)
+        deadline = time.monotonic() + timeout
+        while True:
+            if self.proc.poll() is not None:
+                pytest.fail(f"broker exited with status {self.proc.returncode} at start:\n"
+                            f"{tail(self.log)}")
+            try:
+                if self.ping(timeout=0.5)[0] == b"PONG":
+                    return self
+            except zmq.ZMQError:
+                pass
+            if time.monotonic() > deadline:
+                self.stop(check=False)
+                pytest.fail(f"broker did not answer PING within {timeout}s:\n{tail(self.log)}")
+            time.sleep(0.05)
+
+    def stop(self, check=True, timeout=20.0):
+        """SIGTERM by PID, wait.  Returns the exit status.  With check, fails
+        when the broker does not exit cleanly or a sanitizer reported."""
+        if self.proc is None:
+            return None
+        rc = self.proc.poll()
+        if rc is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                rc = self.proc.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                rc = self.proc.wait(10)
+                if check:
+                    pytest.fail(f"broker pid {self.proc.pid} ignored SIGTERM for {timeout}s")
+        self.exit_codes.append(rc)
+        self.proc = None
+        if check:
+            self.check_clean(rc)
+        return rc
+
+    def kill(self):
+        """SIGKILL (a crash, as far as Apache can tell)."""
+        if self.running():
+            self.proc.kill()
+            self.proc.wait(10)
+        self.proc = None
+
+    def restart(self, timeout=START_TIMEOUT):
+        self.stop()
+        return self.start(timeout)
+
+    def sanitizer_report(self):
+        try:
+            text = self.log.read_text(errors="replace")
+        except OSError:
+            return ""
+        hits = [ln for ln in text.splitlines() if any(m in ln for m in SANITIZER_MARKERS)]
+        return "\n".join(hits)
+
+    def check_clean(self, rc):
+        rep = self.sanitizer_report()
+        if rep:
+            pytest.fail(f"sanitizer report in the broker log:\n{rep}\n{tail(self.log, 80)}")
+        if rc not in (0, -signal.SIGTERM):
+            pytest.fail(f"broker exited with status {rc} after SIGTERM:\n{tail(self.log)}")
+
+    # --- API helpers -------------------------------------------------------
+    def ping(self, timeout=5.0):
+        return zmq_request(self.api, [b"PING"], timeout)
+
+    def pub(self, channel, data, event=None, timeout=10.0):
+        """PUB over the api endpoint; returns the reply frames ([b'OK', id, subs])."""
+        frames = [b"PUB", channel, data]
+        if event is not None:
+            frames.append(event)
+        return zmq_request(self.api, frames, timeout)
+
+    def pub_id(self, channel, data, event=None):
+        rep = self.pub(channel, data, event)
+        assert rep[0] == b"OK", rep
+        return int(rep[1])
+
+    def pub_json(self, obj, timeout=10.0):
+        """One JSON frame; returns the decoded JSON reply."""
+        raw = obj if isinstance(obj, (bytes, str)) else json.dumps(obj)
+        rep = zmq_request(self.api, [raw if isinstance(raw, bytes) else raw.encode()], timeout)
+        assert len(rep) == 1, rep
+        return json.loads(rep[0])
+
+    def log_sections(self):
+        state = f"pid {self.pid}" if self.running() else "stopped"
+        return [(f"pushbrokerd '{self.name}' ({state}) log tail: {self.log}", tail(self.log))]
+
+
+# ---------------------------------------------------------------------------
+# HTTP: sans-I/O response parser and SSE parser
+# ---------------------------------------------------------------------------
+
+class ProtocolError(Exception):
+    pass
+
+
+class HTTPResponseParser:
+    """Feed raw bytes of one HTTP/1.1 response; get decoded body bytes back.
+
+    After the head: .status, .reason, .version, .headers (list of (name, value)),
+    .framing in {'chunked', 'length', 'close'}; .complete once the body ended by
+    its framing (or at EOF for close-delimited bodies)."""
+
+    def __init__(self):
+        self.buf = bytearray()
+        self.head_done = False
+        self.status = None
+        self.reason = None
+        self.version = None
+        self.headers = []
+        self.framing = None
+        self.complete = False
+        self.truncated = False
+        self.chunks = []          # sizes of the chunks seen (chunked framing)
+        self._remaining = 0
+        self._state = "size"
+
+    def header(self, name, default=None):
+        name = name.lower()
+        for k, v in self.headers:
+            if k.lower() == name:
+                return v
+        return default
+
+    def header_all(self, name):
+        return [v for k, v in self.headers if k.lower() == name.lower()]
+
+    def feed(self, data):
+        self.buf += data
+        out = bytearray()
+        if not self.head_done:
+            end = self.buf.find(b"\r\n\r\n")
+            if end < 0:
+                return bytes(out)
+            head = bytes(self.buf[:end]).decode("iso-8859-1")
+            del self.buf[:end + 4]
+            lines = head.split("\r\n")
+            m = re.match(r"(HTTP/\d\.\d) (\d{3})(?: (.*))?$", lines[0])
+            if not m:
+                raise ProtocolError(f"bad status line {lines[0]!r}")
+            self.version, self.status, self.reason = m.group(1), int(m.group(2)), m.group(3) or ""
+            for ln in lines[1:]:
+                k, _, v = ln.partition(":")
+                self.headers.append((k.strip(), v.strip()))
+            self.head_done = True
+            te = (self.header("Transfer-Encoding") or "").lower()
+            if "chunked" in te:
+                self.framing = "chunked"
+            elif self.header("Content-Length") is not None:
+                self.framing = "length"
+                self._remaining = int(self.header("Content-Length"))
+                if self._remaining == 0:
+                    self.complete = True
+            else:
+                self.framing = "close"
+        if self.complete:
+            self.buf.clear()
+            return bytes(out)
+        if self.framing == "close":
+            out += self.buf
+            self.buf.clear()
+        elif self.framing == "length":
+            take = min(self._remaining, len(self.buf))
+            out += self.buf[:take]
+            del self.buf[:take]
+            self._remaining -= take
+            if self._remaining == 0:
+                self.complete = True
+        else:
+            self._dechunk(out)
+        return bytes(out)
+
+    def _dechunk(self, out):
+        while not self.complete:
+            if self._state == "size":
+                i = self.buf.find(b"\r\n")
+                if i < 0:
+                    return
+                line = bytes(self.buf[:i]).split(b";")[0].strip()
+                del self.buf[:i + 2]
+                try:
+                    size = int(line, 16)
+                except ValueError:
+                    raise ProtocolError(f"bad chunk size line {line!r}") from None
+                if size == 0:
+                    self._state = "trailer"
+                else:
+                    self.chunks.append(size)
+                    self._remaining = size
+                    self._state = "data"
+            elif self._state == "data":
+                if not self.buf:
+                    return
+                take = min(self._remaining, len(self.buf))
+                out += self.buf[:take]
+                del self.buf[:take]
+                self._remaining -= take
+                if self._remaining == 0:
+                    self._state = "crlf"
+            elif self._state == "crlf":
+                if len(self.buf) < 2:
+                    return
+                if self.buf[:2] != b"\r\n":
+                    raise ProtocolError("chunk not followed by CRLF")
+                del self.buf[:2]
+                self._state = "size"
+            elif self._state == "trailer":
+                i = self.buf.find(b"\r\n")
+                if i < 0:
+                    return
+                line = self.buf[:i]
+                del self.buf[:i + 2]
+                if not line:
+                    self.complete = True
+
+    def feed_eof(self):
+        if not self.head_done:
+            self.truncated = True
+        elif not self.complete:
+            if self.framing == "close":
+                self.complete = True
+            else:
+                self.truncated = True
+
+
+class Event:
+    """One dispatched SSE event."""
+
+    def __init__(self, id, event, data, raw, retry=None):
+        self.id = id          # the last event ID string at dispatch (WHATWG lastEventId)
+        self.event = event    # value of the event: field, or None when absent
+        self.data = data      # str, trailing LF removed
+        self.raw = raw        # the bytes of the block, blank line included
+        self.retry = retry
+
+    @property
+    def type(self):
+        return self.event or "message"
+
+    @property
+    def int_id(self):
+        return int(self.id)
+
+    def __repr__(self):
+        return f"Event(id={self.id!r}, event={self.event!r}, data={self.data!r})"
+
+
+_LINE_END = re.compile(rb"\r\n|\r|\n")
+
+
+class SSEParser:
+    """Event stream interpretation per the WHATWG HTML spec (9.2.6).
+
+    feed(body_bytes) returns a list of items: ('event', Event), ('comment', str),
+    ('retry', int).  .items keeps all of them in order."""
+
+    def __init__(self):
+        self.buf = bytearray()
+        self.items = []
+        self.data = ""
+        self.event_type = ""
+        self.last_event_id = ""
+        self.retry = None
+        self._raw = bytearray()
+        self._first = True
+        self._eof = False
+
+    def feed(self, data):
+        self.buf += data
+        new = []
+        pos = 0
+        while True:
+            m = _LINE_END.search(self.buf, pos)
+            if not m:
+                break
+            if m.group() == b"\r" and m.end() == len(self.buf) and not self._eof:
+                break   # might be the CR of a CRLF split across reads
+            line = bytes(self.buf[pos:m.start()])
+            self._raw += self.buf[pos:m.end()]
+            pos = m.end()
+            self._line(line, new)
+        del self.buf[:pos]
+        self.items.extend(new)
+        return new
+
+    def feed_eof(self):
+        self._eof = True
+        new = self.feed(b"")
+        # an incomplete final block is discarded, per the spec
+        return new
+
+    def _line(self, line, new):
+        if self._first:
+            self._first = False
+            if line.startswith(b"\xef\xbb\xbf"):
+                line = line[3:]
+        text = line.decode("utf-8", "replace")
+        if text == "":
+            raw = bytes(self._raw)
+            self._raw.clear()
+            if self.data == "":
+                self.event_type = ""
+                return
+            data = self.data[:-1] if self.data.endswith("\n") else self.data
+            ev = Event(self.last_event_id, self.event_type or None, data, raw, self.retry)
+            self.data = ""
+            self.event_type = ""
+            new.append(("event", ev))
+            return
+        if text.startswith(":"):
+            new.append(("comment", text[1:].lstrip(" ") if text.startswith(": ") else text[1:]))
+            return
+        if ":" in text:
+            field, value = text.split(":", 1)
+            if value.startswith(" "):
+                value = value[1:]
+        else:
+            field, value = text, ""
+        if field == "event":
+            self.event_type = value
+        elif field == "data":
+            self.data += value + "\n"
+        elif field == "id":
+            if "\0" not in value:
+                self.last_event_id = value
+        elif field == "retry":
+            if value.isdigit() and value.isascii():
+                self.retry = int(value)
+                new.append(("retry", self.retry))
+        # other fields are ignored
+
+
+# ---------------------------------------------------------------------------
+# SSE client over a raw socket
+# ---------------------------------------------------------------------------
+
+class SSEClient:
+    """GET <path> with Accept: text/event-stream on a raw socket.
+
+    The constructor connects and sends the request; read_head() waits for the
+    status line and headers.  Events come from next_event(); everything the
+    parser produced is in .items, the decoded body bytes in .body."""
+
+    def __init__(self, port, path, headers=None, host=HOST, accept="text/event-stream",
+                 timeout=EVENT_TIMEOUT, source=None):
+        self.port, self.path, self.timeout = port, path, timeout
+        self.sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        if source:
+            self.sock.bind((source, 0))
+        self.sock.settimeout(timeout)
+        self.sock.connect((host, port))
+        hdrs = {"Host": f"{host}:{port}"}
+        if accept:
+            hdrs["Accept"] = accept
+        hdrs.update(headers or {})
+        req = f"GET {path} HTTP/1.1\r\n" + "".join(f"{k}: {v}\r\n" for k, v in hdrs.items())
+        self.sock.sendall((req + "\r\n").encode("utf-8"))
+        self.http = HTTPResponseParser()
+        self.sse = SSEParser()
+        self.body = bytearray()
+        self.eof = False
+        self._cursor = 0          # index in self.sse.items of the next item to hand out
+
+    # --- I/O ---------------------------------------------------------------
+    def _recv_some(self, deadline):
+        """Read once (bounded by deadline); False on timeout, raises EOFError at EOF."""
+        if self.eof:
+            raise EOFError("connection closed")
+        left = deadline - time.monotonic()
+        if left <= 0:
+            return False
+        self.sock.settimeout(left)
+        try:
+            data = self.sock.recv(65536)
+        except socket.timeout:
+            return False
+        except ConnectionResetError:
+            data = b""
+        if not data:
+            self.eof = True
+            self.http.feed_eof()
+            if self.http.head_done:
+                self.sse.feed_eof()
+            raise EOFError("connection closed")
+        body = self.http.feed(data)
+        if body:
+            self.body += body
+            if self.http.status == 200:
+                self.sse.feed(body)
+        return True
+
+    def read_head(self, timeout=None):
+        deadline = time.monotonic() + (timeout or self.timeout)
+        while not self.http.head_done:
+            try:
+                if not self._recv_some(deadline):
+                    raise TimeoutError(f"no response head for GET {self.path}")
+            except EOFError:
+                raise EOFError(f"connection closed before the response head of GET {self.path}")
+        return self.http
+
+    @property
+    def status(self):
+        return self.read_head().status
+
+    def header(self, name):
+        return self.read_head().header(name)
+
+    def read_body(self, timeout=None):
+        """The whole body (for error answers that end)."""
+        deadline = time.monotonic() + (timeout or self.timeout)
+        self.read_head()
+        while not self.http.complete:
+            try:
+                if not self._recv_some(deadline):
+                    raise TimeoutError(f"body of GET {self.path} did not end")
+            except EOFError:
+                break
+        return bytes(self.body)
+
+    def json(self):
+        return json.loads(self.read_body())
+
+    def next_item(self, timeout=None):
+        deadline = time.monotonic() + (timeout or self.timeout)
+        self.read_head()
+        while self._cursor >= len(self.sse.items):
+            if not self._recv_some(deadline):
+                raise TimeoutError(f"nothing from GET {self.path} within "
+                                   f"{timeout or self.timeout}s; items so far: "
+                                   f"{self.sse.items[-5:]!r}")
+        item = self.sse.items[self._cursor]
+        self._cursor += 1
+        return item
+
+    def next_event(self, timeout=None):
+        deadline = time.monotonic() + (timeout or self.timeout)
+        while True:
+            kind, val = self.next_item(max(0.001, deadline - time.monotonic()))
+            if kind == "event":
+                return val
+
+    def events(self, n, timeout=None):
+        deadline = time.monotonic() + (timeout or self.timeout)
+        return [self.next_event(max(0.001, deadline - time.monotonic())) for _ in range(n)]
+
+    def wait_preamble(self, timeout=None):
+        """Wait for the 'retry:' field that ends the preamble; returns the head.
+        Fails the test when the answer is not a 200 event stream."""
+        head = self.read_head(timeout)
+        if head.status != 200:
+            body = self.read_body(timeout)
+            pytest.fail(f"SSE subscribe GET {self.path} answered {head.status}: {body!r}")
+        deadline = time.monotonic() + (timeout or self.timeout)
+        while not any(k == "retry" for k, _ in self.sse.items):
+            if not self._recv_some(deadline):
+                raise TimeoutError(f"no SSE preamble on GET {self.path}: {bytes(self.body)!r}")
+        # hand out the items after the preamble only
+        self._cursor = max(self._cursor,
+                           next(i for i, (k, _) in enumerate(self.sse.items) if k == "retry") + 1)
+        return head
+
+    def no_event_within(self, seconds):
+        """True when no event arrives within seconds (comments are ignored)."""
+        try:
+            ev = self.next_event(seconds)
+        except TimeoutError:
+            return True
+        pytest.fail(f"unexpected event {ev!r}")
+
+    def close(self):
+        try:
+            self.sock.close()
+        except OSError:
+            pass
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+
+# ---------------------------------------------------------------------------
+# Apache
+# ---------------------------------------------------------------------------
+
+class Response:
+    def __init__(self, status, reason, headers, body):
+        self.status, self.reason, self.headers, self.body = status, reason, headers, body
+
+    def header(self, name):
+        if isinstance(self.headers, dict):
+            return next((v for k, v in self.headers.items() if k.lower() == name.lower()), None)
+        return self.headers.get(name)
+
+    def json(self):
+        try:
+            return json.loads(self.body)
+        except ValueError:
+            raise AssertionError(f"not JSON ({self.status}): {self.body[:500]!r}") from None
+
+    def __repr__(self):
+        return f"<Response {self.status} {self.body[:300]!r}>"
+
+
+class Apache:
+    """A private Apache running conf/httpd.conf and conf/push.conf from the
+    repository (PUSH_SRC = the repository root)."""
+
+    def __init__(self, rundir, broker_link, name="apache", port=None, max_workers=None,
+                 extra_conf=None):
+        self.rundir = Path(rundir)
+        self.rundir.mkdir(parents=True, exist_ok=True)
+        self.name = name
+        self.broker_link = broker_link
+        self.port = port or free_port()
+        self.max_workers = max_workers
+        self.extra_conf = None
+        if extra_conf:
+            self.extra_conf = self.rundir / "extra.conf"
+            self.extra_conf.write_text(extra_conf)
+        self.error_log = self.rundir / "error.log"
+        self.pidfile = self.rundir / "httpd.pid"
+        self.master_pid = None
+        self.src = ROOT
+
+    def args(self):
+        a = [HTTPD, "-d", str(self.rundir), "-f", str(ROOT / "conf" / "httpd.conf"),
+             "-C", f"Define PUSH_RUNDIR {self.rundir}",
+             "-C", f"Define PUSH_SRC {self.src}",
+             "-C", f"Define PUSH_PORT {self.port}",
+             "-C", f"Define PUSH_MODULE {MODULE_SO}",
+             "-C", f"Define PUSH_BROKER {self.broker_link}"]
+        if self.max_workers:
+            a += ["-C", f"Define PUSH_MAX_WORKERS {self.max_workers}"]
+        if self.extra_conf:
+            a += ["-C", f"Define PUSH_EXTRA_CONF {self.extra_conf}"]
+        return a
+
+    def start(self, require_broker=True, timeout=START_TIMEOUT):
+        if not MODULE_SO.is_file():
+            pytest.fail(f"{MODULE_SO} is missing: build it first (make)")
+        env = {k: v for k, v in os.environ.items() if not k.startswith(("ASAN_", "UBSAN_"))}
+        env["LANG"] = "C"
+        p = subprocess.run(self.args() + ["-k", "start"], capture_output=True, text=True,
+                           env=env, timeout=60)
+        if p.returncode != 0:
+            pytest.fail(f"apache2 -k start failed ({p.returncode}):\n{p.stdout}{p.stderr}\n"
+                        f"{tail(self.error_log)}")
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                self.master_pid = int(self.pidfile.read_text().strip())
+                break
+            except (OSError, ValueError):
+                if time.monotonic() > deadline:
+                    pytest.fail(f"no pid file {self.pidfile}:\n{tail(self.error_log)}")
+                time.sleep(0.05)
+        if self not in _ACTIVE:
+            _ACTIVE.append(self)
+        self.wait_ready(require_broker, timeout=timeout)
+        return self
+
+    def log_offset(self):
+        """Current size of error.log: pass it to wait_ready(since=...) to wait
+        for link messages written after this point."""
+        try:
+            return self.error_log.stat().st_size
+        except OSError:
+            return 0
+
+    def linked_pids(self, since=0):
+        """PIDs of the children that logged 'linked to pushbrokerd' after offset since."""
+        try:
+            with open(self.error_log, "rb") as f:
+                f.seek(since)
+                text = f.read().decode("utf-8", "replace")
+        except OSError:
+            return set()
+        return {int(p) for p in re.findall(r"\[pid (\d+):tid \d+\] AH20003: linked", text)}
+
+    def wait_ready(self, require_broker=True, since=0, timeout=RELINK_TIMEOUT):
+        """Wait until every child has linked to the broker (logged after
+        offset since) and a short poll answers 200; without require_broker,
+        until Apache answers at all."""
+        def ready():
+            if self.master_pid and not pid_alive(self.master_pid):
+                pytest.fail(f"Apache master {self.master_pid} died:\n{tail(self.error_log)}")
+            if require_broker:
+                kids = set(self.child_pids())
+                if not kids or not kids <= self.linked_pids(since):
+                    return False
+            r = self.request("GET", "/sub/__ready?poll=1", timeout=5)
+            return r.status == 200 if require_broker else True
+        wait_until(ready, timeout, f"Apache on port {self.port} to be ready"
+                                   f"{' (all children linked)' if require_broker else ''}")
+
+    def child_pids(self):
+        """PIDs of the processes whose parent is the Apache master."""
+        out = []
+        for d in os.listdir("/proc"):
+            if not d.isdigit():
+                continue
+            try:
+                with open(f"/proc/{d}/stat") as f:
+                    st = f.read().rsplit(")", 1)[1].split()
+            except OSError:
+                continue
+            if int(st[1]) == self.master_pid and st[0] != "Z":
+                out.append(int(d))
+        return out
+
+    @staticmethod
+    def thread_count(pid):
+        try:
+            return len(os.listdir(f"/proc/{pid}/task"))
+        except OSError:
+            return 0
+
+    def stop(self, timeout=30.0):
+        if not self.master_pid:
+            return
+        pid = self.master_pid
+        children = self.child_pids()
+        try:
+            os.kill(pid, signal.SIGTERM)
+        except ProcessLookupError:
+            pass
+        deadline = time.monotonic() + timeout
+        while any(pid_alive(p) for p in [pid] + children):
+            if time.monotonic() > deadline:
+                for p in [pid] + children:
+                    if pid_alive(p):
+                        try:
+                            os.kill(p, signal.SIGKILL)
+                        except ProcessLookupError:
+                            pass
+                break
+            time.sleep(0.05)
+        self.master_pid = None
+
+    def error_log_text(self):
+        try:
+            return self.error_log.read_text(errors="replace")
+        except OSError:
+            return ""
+
+    def log_sections(self):
+        state = f"master pid {self.master_pid}" if self.master_pid else "stopped"
+        return [(f"Apache '{self.name}' ({state}, port {self.port}) error.log tail: "
+                 f"{self.error_log}", tail(self.error_log))]
+
+    # --- HTTP helpers ------------------------------------------------------
+    def url(self, path):
+        return f"http://{HOST}:{self.port}{path}"
+
+    def request(self, method, path, body=None, headers=None, timeout=60.0):
+        conn = http.client.HTTPConnection(HOST, self.port, timeout=timeout)
+        try:
+            if isinstance(body, str):
+                body = body.encode("utf-8")
+            conn.request(method, path, body=body, headers=headers or {})
+            r = conn.getresponse()
+            data = r.read()
+            return Response(r.status, r.reason, r.headers, data)
+        finally:
+            conn.close()
+
+    def publish(self, channel, data, event=None, content_type=None, query=None):
+        """POST /pub/<channel>; data is str or bytes.  Returns a Response."""
+        path = f"/pub/{channel}"
+        qs = []
+        if event is not None:
+            qs.append(f"event={event}")
+        if query:
+            qs.append(query)
+        if qs:
+            path += "?" + "&".join(qs)
+        headers = {"Content-Type": content_type or "application/octet-stream"}
+        return self.request("POST", path, data, headers)
+
+    def publish_ok(self, channel, data, event=None):
+        r = self.publish(channel, data, event)
+        assert r.status == 200, r
+        return r.json()
+
+    def publish_json(self, channel, obj, query=None):
+        body = obj if isinstance(obj, (str, bytes)) else json.dumps(obj)
+        return self.publish(channel, body, content_type="application/json", query=query)
+
+    def poll(self, channel, cursor=None, headers=None, timeout=60.0):
+        """Short poll (?poll=1)."""
+        path = f"/sub/{channel}?poll=1"
+        if cursor is not None:
+            path += f"&last_id={cursor}"
+        return self.request("GET", path, headers=headers, timeout=timeout)
+
+    def longpoll(self, channel, cursor=None, use_header=False, timeout=90.0):
+        path = f"/sub/{channel}"
+        headers = {}
+        if cursor is not None:
+            if use_header:
+                headers["Last-Event-ID"] = str(cursor)
+            else:
+                path += f"?last_id={cursor}"
+        return self.request("GET", path, headers=headers, timeout=timeout)
+
+    def sse(self, channel, last_id=None, header_id=None, path=None, headers=None,
+            timeout=EVENT_TIMEOUT, source=None):
+        """Open an SSE subscription (not yet waited for: call wait_preamble())."""
+        p = path or f"/sub/{channel}"
+        if last_id is not None:
+            p += ("&" if "?" in p else "?") + f"last_id={last_id}"
+        h = dict(headers or {})
+        if header_id is not None:
+            h["Last-Event-ID"] = str(header_id)
+        return SSEClient(self.port, p, h, timeout=timeout, source=source)
+
+    def subscribe(self, channel, **kw):
+        """SSE subscription that has received its preamble."""
+        c = self.sse(channel, **kw)
+        c.wait_preamble()
+        return c
+
+
+# ---------------------------------------------------------------------------
+# a broker + an Apache
+# ---------------------------------------------------------------------------
+
+class Stack:
+    def __init__(self, broker, apache):
+        self.broker, self.apache = broker, apache
+
+    port = property(lambda self: self.apache.port)
+
+    def __getattr__(self, name):
+        # publish, publish_ok, publish_json, poll, longpoll, sse, subscribe, request, url
+        if name in ("apache", "broker") or name.startswith("__"):
+            raise AttributeError(name)
+        return getattr(self.apache, name)
+
+    def start(self):
+        self.broker.start()
+        self.apache.start()
+        return self
+
+    def stop(self):
+        try:
+            self.apache.stop()
+        finally:
+            self.broker.stop()
+        for obj in (self.apache, self.broker):
+            if obj in _ACTIVE:
+                _ACTIVE.remove(obj)
+
+
+def make_stack(base_dir, name, extra_conf=None, max_workers=None, broker_args=()):
+    base = Path(base_dir)
+    broker = Broker(base / "broker", name=f"{name}-broker", args=broker_args)
+    apache = Apache(base / "apache", broker.link, name=name, max_workers=max_workers,
+                    extra_conf=extra_conf)
+    return Stack(broker, apache).start()
+
+
+SHORT_TIMEOUTS_CONF = """\
+<Location /sub/>
+  PushSSEKeepalive 1
+  PushLongPollTimeout 2
+</Location>
+"""
+
+
+# ---------------------------------------------------------------------------
+# fixtures
+# ---------------------------------------------------------------------------
+
+@pytest.fixture(scope="session")
+def stack_factory(tmp_path_factory):
+    made = []
+
+    def factory(name, extra_conf=None, max_workers=None, broker_args=()):
+        s = make_stack(tmp_path_factory.mktemp(name), name, extra_conf, max_workers,
+                       broker_args)
+        made.append(s)
+        return s
+
+    yield factory
+    errors = []
+    for s in reversed(made):
+        try:
+            s.stop()
+        except BaseException as e:  # noqa: BLE001 - stop the others too
+            errors.append(e)
+    if errors:
+        raise errors[0]
+
+
+@pytest.fixture(scope="session")
+def stack(stack_factory):
+    return stack_factory("main")
+
+
+@pytest.fixture(scope="session")
+def short_stack(stack_factory):
+    return stack_factory("short", extra_conf=SHORT_TIMEOUTS_CONF)
+
+
+@pytest.fixture(scope="session")
+def broker(tmp_path_factory):
+    b = Broker(tmp_path_factory.mktemp("lone-broker"), name="lone-broker").start()
+    yield b
+    b.stop()
+    if b in _ACTIVE:
+        _ACTIVE.remove(b)
+
+
+@pytest.fixture
+def channel():
+    return unique_channel()
+
+
+# ---------------------------------------------------------------------------
+# never leave a broker or an Apache behind
+# ---------------------------------------------------------------------------
+
+def _stop_everything():
+    for obj in reversed(list(_ACTIVE)):
+        try:
+            if isinstance(obj, Apache):
+                obj.stop()
+            elif isinstance(obj, Broker):
+                obj.stop(check=False)
+        except Exception:  # noqa: BLE001 - best effort at exit
+            pass
+    _ACTIVE.clear()
+
+
+atexit.register(_stop_everything)
+
+
+def pytest_configure(config):
+    # `timeout`, `kill` and make send SIGTERM: turn it into KeyboardInterrupt
+    # so that pytest runs the fixture finalizers (which stop our processes).
+    def on_term(signum, frame):
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)
+        raise KeyboardInterrupt("SIGTERM")
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGTERM, on_term)
+
+
+# ---------------------------------------------------------------------------
+# attach the logs to failing tests
+# ---------------------------------------------------------------------------
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item, call):
+    outcome = yield
+    rep = outcome.get_result()
+    if rep.failed:
+        for obj in list(_ACTIVE):
+            try:
+                for title, text in obj.log_sections():
+                    rep.sections.append((title, text))
+            except Exception as e:  # noqa: BLE001
+                rep.sections.append(("log dump failed", repr(e)))

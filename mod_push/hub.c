@@ -243,6 +243,40 @@ static void s_unlink_sub(push_hub *h, push_sub *s)
         s_release(h, ch);
 }
 
+push_sub *push_hub_find(push_client *c, const char *channel)
+{
+    for (push_sub *s = c->subs; s; s = s->client_next)
+        if (strcmp(s->channel->name, channel) == 0)
+            return s;
+    return NULL;
+}
+
+int push_hub_unsubscribe(push_hub *h, push_client *c, const char *channel)
+{
+    pthread_mutex_lock(&h->lock);
+    push_sub **p = &c->subs;
+    while (*p && strcmp((*p)->channel->name, channel) != 0)
+        p = &(*p)->client_next;
+    push_sub *s = *p;
+    if (!s) {
+        pthread_mutex_unlock(&h->lock);
+        return 0;
+    }
+    *p = s->client_next;
+    int kept = 0;
+    for (int i = 0; i < c->qlen; i++) {
+        if (c->queue[i].sub == s)
+            push_msg_unref(c->queue[i].msg);
+        else
+            c->queue[kept++] = c->queue[i];
+    }
+    c->qlen = kept;
+    s_unlink_sub(h, s);
+    pthread_mutex_unlock(&h->lock);
+    free(s);
+    return 1;
+}
+
 static void s_unready(push_hub *h, push_client *c)
 {
     if (!c->ready)

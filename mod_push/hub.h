@@ -85,6 +85,13 @@ void push_client_init(push_client *c, int qmax, void *owner);
  * of memory (nothing changed then). */
 push_sub *push_hub_subscribe(push_hub *h, push_client *c, const char *channel);
 
+/* Owner: the client's subscription to channel, or NULL. */
+push_sub *push_hub_find(push_client *c, const char *channel);
+
+/* Owner: end one subscription; its queued entries are dropped.  Returns 1,
+ * or 0 when the client was not subscribed to channel. */
+int push_hub_unsubscribe(push_hub *h, push_client *c, const char *channel);
+
 /* Remove every subscription of the client, drop its queue and take it off
  * the ready list.  Afterwards no other thread refers to the client. */
 void push_hub_detach(push_hub *h, push_client *c);

@@ -104,4 +104,6 @@ static void s_stop(push_hold *h)
     s_tick(h, apr_time_now());
 }
 
-const push_transport push_longpoll_transport = { "longpoll", s_deliver, s_tick, s_stop };
+const push_transport push_longpoll_transport = {
+    .name = "longpoll", .deliver = s_deliver, .tick = s_tick, .stop = s_stop,
+};

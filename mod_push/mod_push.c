@@ -27,6 +27,7 @@
 #define DEFAULT_SSE_RETRY_MS      2000
 #define DEFAULT_RETRY_AFTER       5
 #define DEFAULT_MAX_QUEUE         1000
+#define DEFAULT_WS_PING           30
 
 /* Set once in child_init, before any other thread of ours starts. */
 static push_child *s_child;
@@ -61,6 +62,8 @@ static void *s_create_dir_conf(apr_pool_t *p, char *path)
     d->longpoll_timeout = d->sse_keepalive = d->sse_retry_ms = PUSH_UNSET;
     d->retry_after = d->max_queue = PUSH_UNSET;
     d->max_message_size = PUSH_UNSET;
+    d->ws_enabled = d->ws_deflate = d->ws_ping = d->ws_publish = d->ws_raw = PUSH_UNSET;
+    d->ws_max_message = PUSH_UNSET;
     return d;
 }
 
@@ -76,6 +79,14 @@ static void *s_merge_dir_conf(apr_pool_t *p, void *basev, void *addv)
     MERGE(max_message_size);
     MERGE(retry_after);
     MERGE(max_queue);
+    MERGE(ws_enabled);
+    MERGE(ws_deflate);
+    MERGE(ws_ping);
+    MERGE(ws_max_message);
+    MERGE(ws_publish);
+    MERGE(ws_raw);
+    d->ws_origins = add->ws_origins ? add->ws_origins : base->ws_origins;
+    d->ws_protocols = add->ws_protocols ? add->ws_protocols : base->ws_protocols;
     return d;
 }
 
@@ -90,6 +101,14 @@ void push_settings_resolve(const push_dir_conf *d, push_settings *out)
     out->max_message_size = (size_t)OR_DEFAULT(d->max_message_size, PUSH_DEFAULT_MAX_MSG);
     out->retry_after = OR_DEFAULT(d->retry_after, DEFAULT_RETRY_AFTER);
     out->max_queue = OR_DEFAULT(d->max_queue, DEFAULT_MAX_QUEUE);
+    out->ws_enabled = OR_DEFAULT(d->ws_enabled, 1);
+    out->ws_origins = d->ws_origins;
+    out->ws_protocols = d->ws_protocols;
+    out->ws_deflate = OR_DEFAULT(d->ws_deflate, 1);
+    out->ws_ping = apr_time_from_sec(OR_DEFAULT(d->ws_ping, DEFAULT_WS_PING));
+    out->ws_max_message = (size_t)OR_DEFAULT(d->ws_max_message, PUSH_DEFAULT_MAX_MSG);
+    out->ws_publish = OR_DEFAULT(d->ws_publish, 0);
+    out->ws_raw = OR_DEFAULT(d->ws_raw, 0);
 }
 
 /* ---- directives ------------------------------------------------------------------ */
@@ -155,6 +174,53 @@ static const char *s_set_max_queue(cmd_parms *cmd, void *dv, const char *arg)
     return err;
 }
 
+/* On/off directives: cmd->info is the field's offset. */
+static const char *s_set_dir_flag(cmd_parms *cmd, void *dv, int on)
+{
+    *(int *)((char *)dv + (size_t)cmd->info) = on ? 1 : 0;
+    return NULL;
+}
+
+static const char *s_set_ws_mode(cmd_parms *cmd, void *dv, const char *arg)
+{
+    push_dir_conf *d = dv;
+    if (strcasecmp(arg, "json") == 0)
+        d->ws_raw = 0;
+    else if (strcasecmp(arg, "raw") == 0)
+        d->ws_raw = 1;
+    else
+        return "PushWebSocketMode: json or raw";
+    return NULL;
+}
+
+static const char *s_set_ws_max(cmd_parms *cmd, void *dv, const char *arg)
+{
+    push_dir_conf *d = dv;
+    long v = 0;
+    const char *err = s_int(cmd, arg, 125, 64L * 1024 * 1024, &v);
+    if (!err)
+        d->ws_max_message = v;
+    return err;
+}
+
+/* Lists: cmd->info is the offset of the array pointer; each use replaces
+ * what an enclosing section set (that is how the merge reads them). */
+static const char *s_add_list(cmd_parms *cmd, void *dv, const char *arg)
+{
+    apr_array_header_t **list = (apr_array_header_t **)((char *)dv + (size_t)cmd->info);
+    if (!*list)
+        *list = apr_array_make(cmd->pool, 4, sizeof(const char *));
+    *(const char **)apr_array_push(*list) = arg;
+    return NULL;
+}
+
+#define DIR_FLAG(name, field, help) \
+    AP_INIT_FLAG(name, s_set_dir_flag, (void *)APR_OFFSETOF(push_dir_conf, field), \
+                 OR_ALL, help)
+#define DIR_LIST(name, field, help) \
+    AP_INIT_ITERATE(name, s_add_list, (void *)APR_OFFSETOF(push_dir_conf, field), \
+                    OR_ALL, help)
+
 #define DIR_INT(name, field, help) \
     AP_INIT_TAKE1(name, s_set_dir_int, (void *)APR_OFFSETOF(push_dir_conf, field), \
                   OR_ALL, help)
@@ -176,6 +242,22 @@ static const command_rec s_cmds[] = {
                   "largest message data accepted for publishing, in bytes (default 65536)"),
     AP_INIT_TAKE1("PushMaxQueue", s_set_max_queue, NULL, OR_ALL,
                   "messages queued for one slow connection before it is cut off (default 1000)"),
+    DIR_FLAG("PushWebSocket", ws_enabled,
+             "accept WebSocket upgrades on a push-subscriber location (default on)"),
+    DIR_LIST("PushWebSocketOrigins", ws_origins,
+             "Origin values allowed to open a WebSocket (default: any)"),
+    DIR_LIST("PushWebSocketSubprotocols", ws_protocols,
+             "subprotocols the server accepts, in order of preference (default: none)"),
+    DIR_FLAG("PushWebSocketDeflate", ws_deflate,
+             "negotiate permessage-deflate (default on)"),
+    DIR_INT("PushWebSocketPing", ws_ping,
+            "seconds between server pings; no pong by the next one closes (default 30, 0 = none)"),
+    AP_INIT_TAKE1("PushWebSocketMaxMessage", s_set_ws_max, NULL, OR_ALL,
+                  "largest message a client may send, in bytes (default 65536)"),
+    DIR_FLAG("PushWebSocketPublish", ws_publish,
+             "let WebSocket clients publish (default off)"),
+    AP_INIT_TAKE1("PushWebSocketMode", s_set_ws_mode, NULL, OR_ALL,
+                  "json (control messages, default) or raw (frames are published as they are)"),
     { NULL }
 };
 

@@ -38,6 +38,14 @@ typedef struct push_dir_conf {
     long max_message_size;     /* PushMaxMessageSize, bytes */
     int  retry_after;          /* PushRetryAfter, seconds, sent with 503 */
     int  max_queue;            /* PushMaxQueue, messages queued per connection */
+    int  ws_enabled;           /* PushWebSocket on|off */
+    apr_array_header_t *ws_origins;   /* PushWebSocketOrigins (NULL: any) */
+    apr_array_header_t *ws_protocols; /* PushWebSocketSubprotocols (NULL: none) */
+    int  ws_deflate;           /* PushWebSocketDeflate on|off */
+    int  ws_ping;              /* PushWebSocketPing, seconds (0 = none) */
+    long ws_max_message;       /* PushWebSocketMaxMessage, bytes */
+    int  ws_publish;           /* PushWebSocketPublish on|off */
+    int  ws_raw;               /* PushWebSocketMode raw (1) or json (0) */
 } push_dir_conf;
 
 /* Resolved values with defaults applied, copied into every held connection so
@@ -49,6 +57,14 @@ typedef struct push_settings {
     size_t max_message_size;
     int    retry_after;
     int    max_queue;
+    int    ws_enabled;
+    const apr_array_header_t *ws_origins;
+    const apr_array_header_t *ws_protocols;
+    int    ws_deflate;
+    apr_interval_time_t ws_ping;
+    size_t ws_max_message;
+    int    ws_publish;
+    int    ws_raw;
 } push_settings;
 
 void push_settings_resolve(const push_dir_conf *d, push_settings *out);

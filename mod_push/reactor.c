@@ -29,7 +29,7 @@ APLOG_USE_MODULE(push);
 #define LINGER_TIME      apr_time_from_sec(2)
 #define DESTROY_GRACE    apr_time_from_msec(100)  /* see apache-async.md §3 */
 
-enum { HOLD_NEW, HOLD_PARKED, HOLD_FINISHING, HOLD_LINGER, HOLD_DESTROYING };
+enum { HOLD_NEW, HOLD_PARKED, HOLD_BUSY, HOLD_FINISHING, HOLD_LINGER, HOLD_DESTROYING };
 
 struct push_reactor {
     server_rec     *s;
@@ -44,6 +44,7 @@ struct push_reactor {
     pthread_mutex_t lock;         /* incoming, closing_in */
     push_hold      *incoming;     /* parked by the suspend hook */
     push_hold      *closing_in;   /* finished by a worker, waiting for linger */
+    push_hold      *returning;    /* lent to a worker, given back */
     /* reactor thread only */
     push_hold      *held;         /* parked holds */
     push_hold      *closing;      /* lingering or waiting to be destroyed */
@@ -102,7 +103,7 @@ void push_hold_write(push_hold *h, const char *data, size_t len)
 int push_hold_flush(push_hold *h)
 {
     APR_BRIGADE_INSERT_TAIL(h->bb, s_nudge_create(h->c->bucket_alloc));
-    apr_status_t rv = ap_pass_brigade(h->r->output_filters, h->bb);
+    apr_status_t rv = ap_pass_brigade(h->out, h->bb);
     apr_brigade_cleanup(h->bb);
     if (rv == APR_SUCCESS && !h->c->aborted)
         rv = s_kick(h);
@@ -130,14 +131,23 @@ push_hold *push_hold_new(push_reactor *rx, request_rec *r, const push_transport 
     h->fd = -1;
     apr_os_sock_get(&h->fd, ap_get_conn_socket(r->connection));
     h->bb = apr_brigade_create(r->pool, r->connection->bucket_alloc);
+    h->out = r->output_filters;
+    h->rx = rx;
     h->state = HOLD_NEW;
     return h;
+}
+
+static void s_free(push_hold *h)
+{
+    if (h->tp->cleanup)
+        h->tp->cleanup(h);
+    free(h);
 }
 
 void push_hold_discard(push_reactor *rx, push_hold *h)
 {
     push_hub_detach(rx->hub, &h->client);
-    free(h);
+    s_free(h);
 }
 
 static void s_wakeup(push_reactor *rx)
@@ -214,7 +224,7 @@ static void s_destroy_cb(void *baton)
     /* The MPM's pool cleanup decrements its suspended count only in this state. */
     c->cs->state = CONN_STATE_SUSPENDED;
     apr_pool_destroy(c->pool);
-    free(h);
+    s_free(h);
 }
 
 /* Worker: end the request (last chunk, logging) and start the close. */
@@ -226,8 +236,9 @@ static void s_finish_cb(push_hold *h)
     apr_socket_timeout_set(ap_get_conn_socket(c), CLOSE_TIMEOUT);
     if (h->aborted)
         c->aborted = 1;
-    else
+    else if (!h->tp->upgraded)
         ap_finalize_request_protocol(h->r);
+    c->keepalive = AP_CONN_CLOSE;
     ap_process_request_after_handler(h->r);  /* logs the request, frees r->pool */
     h->r = NULL;
     h->bb = NULL;
@@ -280,6 +291,36 @@ static void s_end(push_reactor *rx, push_hold *h, int aborted)
         ap_log_error(APLOG_MARK, APLOG_ERR, 0, rx->s, APLOGNO(20010)
                      "cannot schedule the end of a held connection");
         free(fb);
+    }
+}
+
+void push_hold_end(push_hold *h, int aborted)
+{
+    if (h->state == HOLD_PARKED)
+        s_end(h->rx, h, aborted);
+}
+
+static void s_borrow_cb(void *baton)
+{
+    push_hold *h = baton;
+    push_reactor *rx = h->rx;
+    h->borrowed(h);
+    pthread_mutex_lock(&rx->lock);
+    h->next_returning = rx->returning;
+    rx->returning = h;
+    pthread_mutex_unlock(&rx->lock);
+    s_wakeup(rx);
+}
+
+void push_hold_borrow(push_hold *h, void (*fn)(push_hold *h))
+{
+    h->borrowed = fn;
+    h->state = HOLD_BUSY;
+    if (ap_mpm_register_timed_callback(0, s_borrow_cb, h) != APR_SUCCESS) {
+        ap_log_error(APLOG_MARK, APLOG_ERR, 0, h->rx->s, APLOGNO(20014)
+                     "cannot borrow a worker for a held connection");
+        h->state = HOLD_PARKED;
+        s_end(h->rx, h, 1);
     }
 }
 
@@ -338,6 +379,17 @@ static void s_process(push_reactor *rx, push_hold *h)
     s_want_out(rx, h, 0);
 }
 
+/* The transport reads what the client sent; returns 1 when the hold ended. */
+static int s_read(push_reactor *rx, push_hold *h)
+{
+    h->input_pending = 0;
+    if (!h->tp->readable(h))
+        return 0;
+    if (h->state == HOLD_PARKED)
+        s_end(rx, h, h->aborted);
+    return 1;
+}
+
 /* Edge-triggered readiness: a FIN or an error ends the hold; stray bytes
  * from the client are left alone (a push client has nothing to say). */
 static void s_on_socket(push_reactor *rx, push_hold *h, uint32_t events)
@@ -352,8 +404,16 @@ static void s_on_socket(push_reactor *rx, push_hold *h, uint32_t events)
             h->linger_until = 0;
         return;
     }
-    if (events & (EPOLLERR | EPOLLHUP | EPOLLRDHUP)
-        || ((events & EPOLLIN) && recv(h->fd, &b, 1, MSG_PEEK | MSG_DONTWAIT) == 0)) {
+    if (h->state == HOLD_BUSY) {
+        h->input_pending = 1;     /* looked at when the worker gives it back */
+        return;
+    }
+    if (h->tp->readable && (events & (EPOLLIN | EPOLLRDHUP | EPOLLHUP))) {
+        if (s_read(rx, h) || h->state != HOLD_PARKED)
+            return;
+    }
+    else if (events & (EPOLLERR | EPOLLHUP | EPOLLRDHUP)
+             || ((events & EPOLLIN) && recv(h->fd, &b, 1, MSG_PEEK | MSG_DONTWAIT) == 0)) {
         s_end(rx, h, 1);
         return;
     }
@@ -361,12 +421,31 @@ static void s_on_socket(push_reactor *rx, push_hold *h, uint32_t events)
         s_process(rx, h);
 }
 
+/* A hold the reactor (again) owns: stop it, read what arrived, write. */
+static void s_serve(push_reactor *rx, push_hold *h)
+{
+    if (__atomic_load_n(&rx->stopping, __ATOMIC_ACQUIRE)) {
+        h->tp->stop(h);
+        s_end(rx, h, h->aborted);
+        return;
+    }
+    if (h->input_pending && (s_read(rx, h) || h->state != HOLD_PARKED))
+        return;
+    s_process(rx, h);
+}
+
 static void s_take_incoming(push_reactor *rx)
 {
     pthread_mutex_lock(&rx->lock);
-    push_hold *list = rx->incoming, *closing = rx->closing_in;
-    rx->incoming = rx->closing_in = NULL;
+    push_hold *list = rx->incoming, *closing = rx->closing_in, *back = rx->returning;
+    rx->incoming = rx->closing_in = rx->returning = NULL;
     pthread_mutex_unlock(&rx->lock);
+
+    for (push_hold *h = back, *next; h; h = next) {
+        next = h->next_returning;
+        h->state = HOLD_PARKED;
+        s_serve(rx, h);
+    }
 
     for (push_hold *h = list, *next; h; h = next) {
         next = h->next;
@@ -374,12 +453,9 @@ static void s_take_incoming(push_reactor *rx)
         __atomic_add_fetch(&rx->nheld, 1, __ATOMIC_RELAXED);
         h->state = HOLD_PARKED;
         s_epoll(rx, h, EPOLL_CTL_ADD, EPOLLIN | EPOLLRDHUP | EPOLLET);
-        if (__atomic_load_n(&rx->stopping, __ATOMIC_ACQUIRE)) {
-            h->tp->stop(h);
-            s_end(rx, h, h->aborted);
-        }
-        else
-            s_process(rx, h);
+        /* input may already wait in the filters (read along with the request) */
+        h->input_pending = h->tp->readable != NULL;
+        s_serve(rx, h);
     }
     for (push_hold *h = closing, *next; h; h = next) {
         next = h->next;
@@ -397,7 +473,8 @@ static void s_take_ready(push_reactor *rx)
     while ((n = push_hub_take_ready(rx->hub, ready, 256)) > 0) {
         for (int i = 0; i < n; i++) {
             push_hold *h = ready[i]->owner;
-            /* A hold not parked yet is served when it is (s_take_incoming). */
+            /* A hold not parked yet, or lent to a worker, is served when it
+             * comes (back) to the reactor. */
             if (h->state == HOLD_PARKED)
                 s_process(rx, h);
         }
@@ -412,6 +489,8 @@ static void s_tick(push_reactor *rx)
                    || __atomic_exchange_n(&rx->reset, 0, __ATOMIC_ACQ_REL);
     for (push_hold *h = rx->held, *next; h; h = next) {
         next = h->next;
+        if (h->state != HOLD_PARKED)
+            continue;                /* a worker has it; served when it returns */
         if (stopping) {
             h->tp->stop(h);
             s_end(rx, h, h->aborted);

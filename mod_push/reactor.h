@@ -25,18 +25,26 @@
 #include "mod_push.h"
 
 #include "apr_buckets.h"
+#include "util_filter.h"
 
 typedef struct push_reactor push_reactor;
 typedef struct push_hold push_hold;
 
-/* What a transport does with a parked connection.  Both callbacks run on
+/* What a transport does with a parked connection.  The callbacks run on
  * the reactor thread, which owns the hold.  Return 0 to keep holding, 1 to
- * finish the request normally. */
+ * end the hold (h->aborted tells whether it ends in error). */
 typedef struct push_transport {
     const char *name;
     int (*deliver)(push_hold *h, push_entry *e, int n);
     int (*tick)(push_hold *h, apr_time_t now);   /* called when now >= h->deadline */
     void (*stop)(push_hold *h);                  /* last words before a server stop */
+    /* The client sent something (NULL: only its going away matters). */
+    int (*readable)(push_hold *h);
+    /* A connection switched to another protocol (101): no HTTP response
+     * to finalize when the hold ends. */
+    int upgraded;
+    /* Release the transport's own state (h->tdata); NULL when none. */
+    void (*cleanup)(push_hold *h);
 } push_transport;
 
 struct push_hold {
@@ -48,6 +56,11 @@ struct push_hold {
     push_settings         set;
     const char           *channel;    /* from r->pool */
     apr_bucket_brigade   *bb;         /* reused for every write */
+    ap_filter_t          *out;        /* where writes go: the request's or the connection's filters */
+    push_reactor         *rx;
+    void                 *tdata;      /* the transport's own state */
+    void (*borrowed)(push_hold *h);   /* work a borrowed worker does */
+    int                   input_pending; /* input arrived while a worker had the hold */
     apr_time_t            deadline;   /* next tp->tick */
     /* reactor bookkeeping */
     int                   state;
@@ -57,6 +70,7 @@ struct push_hold {
     apr_time_t            linger_until;
     int                   aborted;
     push_hold            *prev, *next;
+    push_hold            *next_returning;
 };
 
 /* Start the reactor thread; child_init.  NULL (logged) on failure. */
@@ -88,6 +102,14 @@ void push_reactor_park(push_reactor *rx, push_hold *h);
  * blocking.  push_hold_flush returns 0, or -1 when the connection failed. */
 void push_hold_write(push_hold *h, const char *data, size_t len);
 int  push_hold_flush(push_hold *h);
+
+/* Reactor: lend an MPM worker to run fn(h), for work that may block (a
+ * broker round trip).  Meanwhile the reactor leaves the hold alone; then it
+ * serves it again (input that arrived, queued messages). */
+void push_hold_borrow(push_hold *h, void (*fn)(push_hold *h));
+
+/* Reactor: end the hold (aborted: in error, no final response). */
+void push_hold_end(push_hold *h, int aborted);
 
 /* Statistics of this child's reactor. */
 typedef struct push_reactor_stats {

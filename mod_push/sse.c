@@ -45,7 +45,9 @@ static void s_stop(push_hold *h)
 {
 }
 
-const push_transport push_sse_transport = { "sse", s_deliver, s_tick, s_stop };
+const push_transport push_sse_transport = {
+    .name = "sse", .deliver = s_deliver, .tick = s_tick, .stop = s_stop,
+};
 
 int push_sse_begin(push_hold *h, const push_history *hist)
 {

@@ -65,7 +65,7 @@ static int s_parse_page(const char *channel, push_frames *f, push_history *out)
 }
 
 /* One HIST exchange.  Returns OK, 503 (no answer), 400 (refused) or 502. */
-static int s_fetch_page(request_rec *r, const char *channel, const char *after,
+static int s_fetch_page(conn_rec *c, const char *channel, const char *after,
                         push_history *out, int *got)
 {
     push_child *ch = push_child_get();
@@ -78,7 +78,7 @@ static int s_fetch_page(request_rec *r, const char *channel, const char *after,
     if (!push_frame_is(&rep, 2, PUSH_REP_OK))
         status = HTTP_BAD_REQUEST;
     else if ((*got = s_parse_page(channel, &rep, out)) < 0) {
-        ap_log_rerror(APLOG_MARK, APLOG_ERR, 0, r, APLOGNO(20020)
+        ap_log_cerror(APLOG_MARK, APLOG_ERR, 0, c, APLOGNO(20020)
                       "malformed history reply from pushbrokerd for channel %s", channel);
         status = HTTP_BAD_GATEWAY;
     }
@@ -88,16 +88,16 @@ static int s_fetch_page(request_rec *r, const char *channel, const char *after,
 
 /* The broker answers at most PUSH_HISTORY_PAGE messages at a time: ask
  * again after the last one until the channel's end is reached. */
-int push_history_fetch(request_rec *r, const char *channel, const uint64_t *after,
-                       push_history **outp)
+int push_history_fetch(apr_pool_t *pool, conn_rec *c, const char *channel,
+                       const uint64_t *after, push_history **outp)
 {
     char num[24] = "-";
     int got = 0, status;
-    push_history *out = *outp = apr_pcalloc(r->pool, sizeof *out);
-    apr_pool_cleanup_register(r->pool, out, s_release_msgs, apr_pool_cleanup_null);
+    push_history *out = *outp = apr_pcalloc(pool, sizeof *out);
+    apr_pool_cleanup_register(pool, out, s_release_msgs, apr_pool_cleanup_null);
     if (after)
         push_fmt_u64(num, *after);
-    while ((status = s_fetch_page(r, channel, num, out, &got)) == OK
+    while ((status = s_fetch_page(c, channel, num, out, &got)) == OK
            && after && got == PUSH_HISTORY_PAGE
            && out->msgs[out->n - 1]->id < out->last_id)
         push_fmt_u64(num, out->msgs[out->n - 1]->id);
@@ -148,18 +148,21 @@ static int s_unavailable(request_rec *r, const push_settings *set)
 
 /* ---- transports ------------------------------------------------------------------ */
 
-/* History after the client's cursor.  A cursor beyond the channel's end
- * means the broker started its ids again (it lost its state): then the
- * client gets everything the channel has now, and *cursor becomes 0. */
+int push_history_since(apr_pool_t *pool, conn_rec *c, const char *channel, int has_cursor,
+                       uint64_t *cursor, push_history **hist)
+{
+    int st = push_history_fetch(pool, c, channel, has_cursor ? cursor : NULL, hist);
+    if (st == OK && has_cursor && *cursor > (*hist)->last_id) {
+        *cursor = 0;
+        st = push_history_fetch(pool, c, channel, cursor, hist);
+    }
+    return st;
+}
+
 static int s_history_since(request_rec *r, const char *channel, int has_cursor,
                            uint64_t *cursor, push_history **hist)
 {
-    int st = push_history_fetch(r, channel, has_cursor ? cursor : NULL, hist);
-    if (st == OK && has_cursor && *cursor > (*hist)->last_id) {
-        *cursor = 0;
-        st = push_history_fetch(r, channel, cursor, hist);
-    }
-    return st;
+    return push_history_since(r->pool, r->connection, channel, has_cursor, cursor, hist);
 }
 
 static int s_short_poll(request_rec *r, const char *channel, const push_settings *set,
@@ -252,6 +255,10 @@ int push_subscriber_handler(request_rec *r)
     push_child *ch = push_child_get();
     if (!ch || !push_link_up(ch->link))
         return s_unavailable(r, &set);
+
+    const char *upgrade = apr_table_get(r->headers_in, "Upgrade");
+    if (upgrade && ap_find_token(r->pool, upgrade, "websocket"))
+        return push_ws_handle(r, channel, &set, has_cursor, cursor);
 
     const char *poll = s_query_param(r, "poll");
     int sse = s_wants_sse(r);

@@ -17,11 +17,21 @@ typedef struct push_history {
 } push_history;
 
 /* Ask the broker for the messages of channel after *after (NULL: none, only
- * last_id).  *out is allocated from r->pool and its messages are released
+ * last_id).  *out is allocated from pool and its messages are released
  * with it.  Returns OK, or an HTTP status (503 when the broker cannot be
  * asked, 400 on a bad request, 502 on a malformed answer). */
-int push_history_fetch(request_rec *r, const char *channel, const uint64_t *after,
-                       push_history **out);
+int push_history_fetch(apr_pool_t *pool, conn_rec *c, const char *channel,
+                       const uint64_t *after, push_history **out);
+
+/* The same after the client's cursor (if has_cursor).  A cursor beyond the
+ * channel's end means the broker started its ids again (it lost its state):
+ * then the client gets everything the channel has now and *cursor becomes 0. */
+int push_history_since(apr_pool_t *pool, conn_rec *c, const char *channel, int has_cursor,
+                       uint64_t *cursor, push_history **hist);
+
+/* WebSocket (websocket.c): the handler's part, for an Upgrade request. */
+int push_ws_handle(request_rec *r, const char *channel, const push_settings *set,
+                   int has_cursor, uint64_t cursor);
 
 /* Server-Sent Events (sse.c). */
 extern const push_transport push_sse_transport;

@@ -438,6 +438,10 @@ static void s_run_cmds(push_hold *h);
 static int s_readable(push_hold *h)
 {
     ws_state *ws = h->tdata;
+    if (ws->close_sent) {             /* a worker closed it (refused raw publish) */
+        push_hold_flush(h);
+        return 1;
+    }
     for (;;) {
         if (ws->ncmds >= WS_MAX_PENDING / 2) {
             h->input_pending = 1;        /* read on when the worker is back */
@@ -582,6 +586,8 @@ static void s_run_cmds(push_hold *h)
     }
     apr_pool_destroy(p);
     push_hold_flush(h);
+    if (ws->close_sent)
+        h->input_pending = 1;         /* the reactor ends it when it takes it back */
 }
 
 /* ---- the handshake (the handler's worker) ----------------------------------------------- */

@@ -19,10 +19,10 @@
 
 /* Build the JSON document; malloc'ed, NULL when out of memory. */
 static char *s_body(const char *channel, push_msg *const *msgs, int n, uint64_t last_id,
-                    size_t *len)
+                    const char *gap, size_t *len)
 {
     size_t chlen = strlen(channel);
-    size_t cap = 64 + push_json_str_max(chlen);
+    size_t cap = 64 + push_json_str_max(chlen) + (gap ? strlen(gap) + 8 : 0);
     for (int i = 0; i < n; i++)
         cap += msgs[i]->json_len + 1;
     char *buf = malloc(cap), *p = buf;
@@ -42,6 +42,12 @@ static char *s_body(const char *channel, push_msg *const *msgs, int n, uint64_t 
     memcpy(p, "],\"last_id\":", 12);
     p += 12;
     p += push_fmt_u64(p, last_id);
+    if (gap) {
+        memcpy(p, ",\"gap\":", 7);
+        p += 7;
+        memcpy(p, gap, strlen(gap));
+        p += strlen(gap);
+    }
     memcpy(p, "}\n", 2);
     p += 2;
     *len = (size_t)(p - buf);
@@ -49,11 +55,11 @@ static char *s_body(const char *channel, push_msg *const *msgs, int n, uint64_t 
 }
 
 int push_poll_respond(request_rec *r, const char *channel, push_msg *const *msgs, int n,
-                      uint64_t cursor)
+                      uint64_t cursor, const char *gap)
 {
     size_t len;
     uint64_t last = n ? msgs[n - 1]->id : cursor;
-    char *body = s_body(channel, msgs, n, last, &len);
+    char *body = s_body(channel, msgs, n, last, gap, &len);
     if (!body)
         return HTTP_INTERNAL_SERVER_ERROR;
     ap_set_content_type(r, "application/json");
@@ -68,7 +74,7 @@ int push_poll_respond(request_rec *r, const char *channel, push_msg *const *msgs
 static int s_answer(push_hold *h, push_msg *const *msgs, int n, uint64_t last)
 {
     size_t len;
-    char *body = s_body(h->channel, msgs, n, last, &len);
+    char *body = s_body(h->channel, msgs, n, last, NULL, &len);
     if (!body) {
         h->aborted = 1;
         return 1;

@@ -68,6 +68,9 @@ int push_sse_begin(push_hold *h, const push_history *hist)
     apr_brigade_puts(bb, NULL, NULL, ": mod_push\n\n");
     if (h->set.sse_retry_ms > 0)
         apr_brigade_printf(bb, NULL, NULL, "retry: %d\n\n", h->set.sse_retry_ms);
+    /* No id: the client's Last-Event-ID stays what it has really seen. */
+    if (hist->gap)
+        apr_brigade_printf(bb, NULL, NULL, "event: gap\ndata: %s\n\n", hist->gap);
     for (int i = 0; i < hist->n; i++)
         apr_brigade_write(bb, NULL, NULL, hist->msgs[i]->sse, hist->msgs[i]->sse_len);
     APR_BRIGADE_INSERT_TAIL(bb, apr_bucket_flush_create(ba));

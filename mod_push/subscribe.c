@@ -9,6 +9,7 @@
  */
 #include "transports.h"
 #include "link.h"
+#include "poll_format.h"
 
 #include "http_protocol.h"
 #include "http_request.h"
@@ -152,9 +153,24 @@ int push_history_since(apr_pool_t *pool, conn_rec *c, const char *channel, int h
                        uint64_t *cursor, push_history **hist)
 {
     int st = push_history_fetch(pool, c, channel, has_cursor ? cursor : NULL, hist);
-    if (st == OK && has_cursor && *cursor > (*hist)->last_id) {
+    if (st != OK || !has_cursor)
+        return st;
+    uint64_t after = *cursor;
+    const char *reason = NULL;
+    if (after > (*hist)->last_id) {
+        reason = "lost";
         *cursor = 0;
         st = push_history_fetch(pool, c, channel, cursor, hist);
+    }
+    else if (after + 1 < (*hist)->oldest_id)
+        reason = "trimmed";
+    if (st == OK && reason) {
+        char *ch = apr_palloc(pool, push_json_str_max(strlen(channel)) + 1);
+        ch[push_json_str(ch, channel, strlen(channel))] = '\0';
+        (*hist)->gap = apr_psprintf(pool, "{\"channel\":%s,\"after\":%" APR_UINT64_T_FMT
+                                    ",\"oldest_id\":%" APR_UINT64_T_FMT ",\"last_id\":%"
+                                    APR_UINT64_T_FMT ",\"reason\":\"%s\"}", ch, after,
+                                    (*hist)->oldest_id, (*hist)->last_id, reason);
     }
     return st;
 }
@@ -177,7 +193,7 @@ static int s_short_poll(request_rec *r, const char *channel, const push_settings
     uint64_t next = has_cursor ? cursor : hist->last_id;
     if (hist->n)
         next = hist->msgs[hist->n - 1]->id;
-    return push_poll_respond(r, channel, hist->msgs, hist->n, next);
+    return push_poll_respond(r, channel, hist->msgs, hist->n, next, hist->gap);
 }
 
 /* Subscribe, then fetch history: the broker handles the SUB before the HIST
@@ -207,10 +223,10 @@ static int s_hold(request_rec *r, const char *channel, const push_settings *set,
     if (hist->n)
         sub->sent_id = hist->msgs[hist->n - 1]->id;
 
-    if (!sse && hist->n) {
+    if (!sse && (hist->n || hist->gap)) {
         uint64_t next = sub->sent_id;
         push_hold_discard(ch->rx, h);
-        return push_poll_respond(r, channel, hist->msgs, hist->n, next);
+        return push_poll_respond(r, channel, hist->msgs, hist->n, next, hist->gap);
     }
     if (sse) {
         if (push_sse_begin(h, hist) < 0) {

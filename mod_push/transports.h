@@ -14,6 +14,10 @@ typedef struct push_history {
     uint64_t   oldest_id;   /* oldest id still in history */
     push_msg **msgs;        /* n references, released with r->pool */
     int        n;
+    /* Set by push_history_since when the client's cursor cannot be
+     * continued: {"channel":..,"after":<cursor>,"oldest_id":..,"last_id":..,
+     * "reason":"trimmed"|"lost"}, from the pool; NULL when nothing is missing. */
+    const char *gap;
 } push_history;
 
 /* Ask the broker for the messages of channel after *after (NULL: none, only
@@ -25,7 +29,9 @@ int push_history_fetch(apr_pool_t *pool, conn_rec *c, const char *channel,
 
 /* The same after the client's cursor (if has_cursor).  A cursor beyond the
  * channel's end means the broker started its ids again (it lost its state):
- * then the client gets everything the channel has now and *cursor becomes 0. */
+ * then the client gets everything the channel has now and *cursor becomes 0.
+ * Either that or a cursor older than the history sets (*hist)->gap: gaps
+ * are never silent. */
 int push_history_since(apr_pool_t *pool, conn_rec *c, const char *channel, int has_cursor,
                        uint64_t *cursor, push_history **hist);
 
@@ -43,6 +49,6 @@ extern const push_transport push_longpoll_transport;
 /* Worker: answer at once with the given messages (short poll, or a long
  * poll that found messages).  Returns the handler's status. */
 int push_poll_respond(request_rec *r, const char *channel, push_msg *const *msgs, int n,
-                      uint64_t cursor);
+                      uint64_t cursor, const char *gap);
 
 #endif

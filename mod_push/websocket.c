@@ -514,6 +514,8 @@ static void s_subscribe(push_hold *h, apr_pool_t *p, const char *channel, int ha
         return;
     }
     sub->sent_id = has_cursor ? cursor : hist->last_id;
+    if (hist->gap && !h->set.ws_raw)
+        s_textf(h, "{\"type\":\"gap\",%s", hist->gap + 1);
     for (int i = 0; i < hist->n; i++) {
         s_message(h, hist->msgs[i]);
         sub->sent_id = hist->msgs[i]->id;

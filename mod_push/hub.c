@@ -1,10 +1,12 @@
 /*
  * hub.c — channels, subscriptions and queues of one child; see hub.h.
  */
+#define _GNU_SOURCE 1   /* asprintf */
 #include "hub.h"
 #include "sse_format.h"
 #include "poll_format.h"
 
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -24,6 +26,7 @@ struct push_hub {
     int                nsubs;
     push_client       *ready;
     push_hub_count_fn *on_count;
+    push_hub_presence_fn *on_presence;
     void              *on_count_arg;
 };
 
@@ -59,6 +62,42 @@ push_msg *push_msg_new(const char *channel, size_t channel_len, uint64_t id,
         m->json = push_json_msg_encode(id, m->event, m->data, data_len, time_us, &m->json_len);
     }
     if (!m->sse || !m->json) {
+        push_msg_unref(m);
+        return NULL;
+    }
+    return m;
+}
+
+push_msg *push_msg_new_presence(const char *channel, int join, const char *identity,
+                                uint64_t connections, uint64_t time_us)
+{
+    size_t clen = strlen(channel), ilen = strlen(identity);
+    const char *kind = join ? "join" : "leave";
+    char *ch = malloc(push_json_str_max(clen) + 1), *id = malloc(push_json_str_max(ilen) + 1);
+    push_msg *m = ch && id ? calloc(1, sizeof *m) : NULL;
+    if (!m) {
+        free(ch);
+        free(id);
+        return NULL;
+    }
+    ch[push_json_str(ch, channel, clen)] = '\0';
+    id[push_json_str(id, identity, ilen)] = '\0';
+    m->refs = 1;
+    m->presence = 1;
+    m->time_us = time_us;
+    m->channel = strdup(channel);
+    m->event = strdup(kind);
+    int n = asprintf(&m->data, "{\"channel\":%s,\"identity\":%s,\"connections\":%llu,"
+                     "\"time\":%llu}", ch, id, (unsigned long long)connections,
+                     (unsigned long long)time_us);
+    m->data_len = n > 0 ? (size_t)n : 0;
+    if (n > 0 && asprintf(&m->sse, "event: %s\ndata: %s\n\n", kind, m->data) > 0)
+        m->sse_len = strlen(m->sse);
+    if (n > 0 && asprintf(&m->json, "{\"type\":\"%s\",%s", kind, m->data + 1) > 0)
+        m->json_len = strlen(m->json);
+    free(ch);
+    free(id);
+    if (n <= 0 || !m->channel || !m->event || !m->sse || !m->json) {
         push_msg_unref(m);
         return NULL;
     }
@@ -191,6 +230,11 @@ void push_hub_destroy(push_hub **hp)
     *hp = NULL;
 }
 
+void push_hub_set_presence_fn(push_hub *h, push_hub_presence_fn *fn)
+{
+    h->on_presence = fn;
+}
+
 void push_client_init(push_client *c, int qmax, void *owner)
 {
     memset(c, 0, sizeof *c);
@@ -222,6 +266,8 @@ push_sub *push_hub_subscribe(push_hub *h, push_client *c, const char *channel)
     h->nsubs++;
     if (h->on_count)
         h->on_count(h->on_count_arg, ch->name);
+    if (c->identity && h->on_presence)
+        h->on_presence(h->on_count_arg, ch->name, c->identity, 1);
     pthread_mutex_unlock(&h->lock);
     return s;
 }
@@ -239,6 +285,8 @@ static void s_unlink_sub(push_hub *h, push_sub *s)
     h->nsubs--;
     if (h->on_count)
         h->on_count(h->on_count_arg, ch->name);
+    if (s->client->identity && h->on_presence)
+        h->on_presence(h->on_count_arg, ch->name, s->client->identity, 0);
     if (ch->count == 0)
         s_release(h, ch);
 }
@@ -350,7 +398,8 @@ int push_hub_dispatch(push_hub *h, push_msg *msg)
     pthread_mutex_lock(&h->lock);
     push_channel *ch = s_find(h, msg->channel, s_hash(msg->channel));
     for (push_sub *s = ch ? ch->subs : NULL; s; s = s->chan_next)
-        woken += s_enqueue(h, s, msg);
+        if (!msg->presence || s->want_presence)
+            woken += s_enqueue(h, s, msg);
     pthread_mutex_unlock(&h->lock);
     return woken;
 }
@@ -380,7 +429,7 @@ int push_hub_drain(push_hub *h, push_client *c, push_entry *out, int max, size_t
     pthread_mutex_lock(&h->lock);
     for (; i < c->qlen && n < max && (n == 0 || bytes < max_bytes); i++) {
         push_entry e = c->queue[i];
-        if (e.msg->id <= e.sub->sent_id) {
+        if (!e.msg->presence && e.msg->id <= e.sub->sent_id) {
             push_msg_unref(e.msg);
             continue;
         }
@@ -412,6 +461,19 @@ void push_hub_each_channel(push_hub *h, void (*fn)(void *, const char *, int), v
     for (unsigned i = 0; i < h->nbuckets; i++)
         for (push_channel *ch = h->buckets[i]; ch; ch = ch->next)
             fn(arg, ch->name, ch->count);
+    pthread_mutex_unlock(&h->lock);
+}
+
+void push_hub_each_presence(push_hub *h,
+                            void (*fn)(void *arg, const char *channel, const char *identity),
+                            void *arg)
+{
+    pthread_mutex_lock(&h->lock);
+    for (unsigned i = 0; i < h->nbuckets; i++)
+        for (push_channel *ch = h->buckets[i]; ch; ch = ch->next)
+            for (push_sub *s = ch->subs; s; s = s->chan_next)
+                if (s->client->identity)
+                    fn(arg, ch->name, s->client->identity);
     pthread_mutex_unlock(&h->lock);
 }
 

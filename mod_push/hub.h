@@ -22,6 +22,7 @@
 /* A message as delivered to subscribers, encoded once for every transport. */
 typedef struct push_msg {
     int      refs;
+    int      presence;   /* a join/leave event: no id, not in history */
     uint64_t id;
     uint64_t time_us;
     char    *channel;
@@ -38,6 +39,11 @@ typedef struct push_msg {
 push_msg *push_msg_new(const char *channel, size_t channel_len, uint64_t id,
                        const char *event, size_t event_len,
                        const char *data, size_t data_len, uint64_t time_us);
+/* A presence event (join = 1, leave = 0): event is "join"/"leave", data the
+ * JSON {"channel":..,"identity":..,"connections":N,"time":T}, sse an event
+ * without id, json {"type":"join"|"leave",...}.  NULL when out of memory. */
+push_msg *push_msg_new_presence(const char *channel, int join, const char *identity,
+                                uint64_t connections, uint64_t time_us);
 void push_msg_ref(push_msg *m);
 void push_msg_unref(push_msg *m);
 
@@ -49,6 +55,7 @@ typedef struct push_sub {
     push_client     *client;
     push_channel    *channel;
     uint64_t         sent_id;   /* last id written to the client: owner thread only */
+    int              want_presence; /* join/leave events are delivered too */
     struct push_sub *chan_prev, *chan_next;   /* in the channel's list */
     struct push_sub *client_next;             /* in the client's list */
 } push_sub;
@@ -61,6 +68,7 @@ typedef struct push_entry {
 /* The hub's view of a subscriber connection; embedded in the reactor's hold. */
 struct push_client {
     push_sub    *subs;
+    const char  *identity;       /* presence identity (owned by the owner), or NULL */
     push_entry  *queue;
     int          qlen, qcap, qmax;
     int          overflow;       /* set when a message was dropped: the client is a slow consumer */
@@ -74,10 +82,16 @@ struct push_client {
  * must only enqueue work (the link thread sends the counts). */
 typedef void push_hub_count_fn(void *arg, const char *channel);
 
+/* Called with the hub locked when a subscription of a client with an
+ * identity starts (join = 1) or ends (join = 0); must only enqueue work. */
+typedef void push_hub_presence_fn(void *arg, const char *channel, const char *identity,
+                                  int join);
+
 typedef struct push_hub push_hub;
 
 push_hub *push_hub_new(push_hub_count_fn *on_count, void *arg);
 void      push_hub_destroy(push_hub **hub);
+void      push_hub_set_presence_fn(push_hub *h, push_hub_presence_fn *fn);
 
 void push_client_init(push_client *c, int qmax, void *owner);
 
@@ -120,6 +134,12 @@ int push_hub_count(push_hub *h, const char *channel);
 /* Call fn for every channel with subscribers (link reconnect). */
 void push_hub_each_channel(push_hub *h, void (*fn)(void *arg, const char *channel, int count),
                            void *arg);
+
+/* Call fn for every subscription of a client with an identity (link
+ * reconnect: the broker is told every present connection again). */
+void push_hub_each_presence(push_hub *h,
+                            void (*fn)(void *arg, const char *channel, const char *identity),
+                            void *arg);
 
 /* Totals for statistics. */
 void push_hub_totals(push_hub *h, int *channels, int *subscriptions);

@@ -24,7 +24,9 @@ APLOG_USE_MODULE(push);
 /* A command from another thread: a SUB update or a request to send. */
 typedef struct link_cmd {
     struct link_cmd *next;
-    char            *channel;     /* SUB: channel name */
+    char            *channel;     /* SUB, PJOIN, PLEAVE: channel name */
+    char            *identity;    /* PJOIN, PLEAVE */
+    int              join;
     uint64_t         reqid;       /* request: 0 for SUB */
     push_frame      *frames;      /* request: copies, one malloc'ed block */
     int              nframes;
@@ -89,6 +91,26 @@ static void s_enqueue(push_link *l, link_cmd *cmd)
     l->cmds_tail = cmd;
 }
 
+void push_link_presence_changed(void *arg, const char *channel, const char *identity, int join)
+{
+    push_link *l = arg;
+    link_cmd *cmd = calloc(1, sizeof *cmd);
+    if (!cmd || !(cmd->channel = strdup(channel)) || !(cmd->identity = strdup(identity))) {
+        ap_log_error(APLOG_MARK, APLOG_ERR, ENOMEM, l->s, APLOGNO(20007)
+                     "out of memory: presence %s of %s on %s not told to the broker",
+                     join ? "join" : "leave", identity, channel);
+        if (cmd)
+            free(cmd->channel);
+        free(cmd);
+        return;
+    }
+    cmd->join = join;
+    pthread_mutex_lock(&l->lock);
+    s_enqueue(l, cmd);
+    pthread_mutex_unlock(&l->lock);
+    s_kick(l);
+}
+
 void push_link_count_changed(void *arg, const char *channel)
 {
     push_link *l = arg;
@@ -121,6 +143,11 @@ static void s_send_count(void *arg, const char *channel, int count)
     s_send_words(l, PUSH_LINK_SUB, channel, num);
 }
 
+static void s_send_join(void *arg, const char *channel, const char *identity)
+{
+    s_send_words(arg, PUSH_LINK_PJOIN, channel, identity);
+}
+
 static void s_send_hello(push_link *l)
 {
     char pid[24];
@@ -150,6 +177,13 @@ static void s_finish(push_link *l, uint64_t reqid, push_frames *reply)
 
 static void s_run_cmd(push_link *l, link_cmd *cmd)
 {
+    if (cmd->identity) {
+        /* Before WELCOME nothing is sent: s_on_welcome re-sends every join. */
+        if (l->welcomed)
+            s_send_words(l, cmd->join ? PUSH_LINK_PJOIN : PUSH_LINK_PLEAVE, cmd->channel,
+                         cmd->identity);
+        return;
+    }
     if (cmd->channel) {
         if (l->welcomed)
             s_send_count(l, cmd->channel, push_hub_count(l->hub, cmd->channel));
@@ -172,6 +206,7 @@ static void s_run_cmds(push_link *l)
         link_cmd *next = cmd->next;
         s_run_cmd(l, cmd);
         free(cmd->channel);
+        free(cmd->identity);
         free(cmd->frames);
         free(cmd);
         cmd = next;
@@ -209,6 +244,32 @@ static int s_on_msg(push_link *l, push_frames *f)
     return woken;
 }
 
+/* PEVENT <channel> <join|leave> <identity> <connections> <time_us> */
+static int s_on_pevent(push_link *l, push_frames *f)
+{
+    uint64_t n, t;
+    char chan[PUSH_CHANNEL_MAX + 1], ident[PUSH_IDENTITY_MAX + 1];
+    int join = push_frame_is(f, 2, PUSH_PRESENCE_JOIN);
+    if (f->count != 6 || (!join && !push_frame_is(f, 2, PUSH_PRESENCE_LEAVE))
+        || !push_channel_valid(f->frame[1].data, f->frame[1].size)
+        || !push_identity_valid(f->frame[3].data, f->frame[3].size)
+        || s_u64(f, 4, &n) < 0 || s_u64(f, 5, &t) < 0) {
+        ap_log_error(APLOG_MARK, APLOG_WARNING, 0, l->s, APLOGNO(20008)
+                     "malformed PEVENT from broker dropped (%d frames)", f->count);
+        return 0;
+    }
+    memcpy(chan, f->frame[1].data, f->frame[1].size);
+    chan[f->frame[1].size] = '\0';
+    memcpy(ident, f->frame[3].data, f->frame[3].size);
+    ident[f->frame[3].size] = '\0';
+    push_msg *m = push_msg_new_presence(chan, join, ident, n, t);
+    if (!m)
+        return 0;
+    int woken = push_hub_dispatch(l->hub, m);
+    push_msg_unref(m);
+    return woken;
+}
+
 static void s_on_welcome(push_link *l, push_frames *f)
 {
     uint64_t epoch = 0;
@@ -222,6 +283,7 @@ static void s_on_welcome(push_link *l, push_frames *f)
     l->epoch = epoch;
     l->welcomed = 1;
     push_hub_each_channel(l->hub, s_send_count, l);
+    push_hub_each_presence(l->hub, s_send_join, l);
 }
 
 static int s_on_message(push_link *l, push_frames *f, int64_t *last_seen)
@@ -230,7 +292,10 @@ static int s_on_message(push_link *l, push_frames *f, int64_t *last_seen)
     *last_seen = s_now_ms();
     if (push_frame_is(f, 0, PUSH_LINK_MSG))
         return s_on_msg(l, f);
-    if (push_frame_is(f, 0, PUSH_LINK_HIST) || push_frame_is(f, 0, PUSH_LINK_PUBACK)) {
+    if (push_frame_is(f, 0, PUSH_LINK_PEVENT))
+        return s_on_pevent(l, f);
+    if (push_frame_is(f, 0, PUSH_LINK_HIST) || push_frame_is(f, 0, PUSH_LINK_PUBACK)
+        || push_frame_is(f, 0, PUSH_LINK_PRESENCE)) {
         if (s_u64(f, 1, &reqid) == 0)
             s_finish(l, reqid, f);
     }
@@ -380,6 +445,7 @@ void push_link_stop(push_link **lp)
     for (link_cmd *c = l->cmds, *n; c; c = n) {
         n = c->next;
         free(c->channel);
+        free(c->identity);
         free(c->frames);
         free(c);
     }

@@ -41,6 +41,9 @@ int push_link_up(push_link *link);
 /* Hub callback: the local count of channel changed (called with the hub locked). */
 void push_link_count_changed(void *link, const char *channel);
 
+/* Hub callback: a connection with an identity joined or left channel. */
+void push_link_presence_changed(void *link, const char *channel, const char *identity, int join);
+
 /* Send frames[0..n) with a request id inserted after frames[0] and wait up
  * to timeout_ms for the reply carrying that id.  Returns 0 and fills *reply
  * (the whole reply message; the caller calls push_frames_close), or -1 when

@@ -14,34 +14,46 @@
 
 #include "http_protocol.h"
 
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
 /* Build the JSON document; malloc'ed, NULL when out of memory. */
-static char *s_body(const char *channel, push_msg *const *msgs, int n, uint64_t last_id,
-                    const char *gap, size_t *len)
+/* ,"name":[json,json] */
+static char *s_array(char *p, const char *name, push_msg *const *msgs, int n)
 {
-    size_t chlen = strlen(channel);
-    size_t cap = 64 + push_json_str_max(chlen) + (gap ? strlen(gap) + 8 : 0);
-    for (int i = 0; i < n; i++)
-        cap += msgs[i]->json_len + 1;
-    char *buf = malloc(cap), *p = buf;
-    if (!buf)
-        return NULL;
-    memcpy(p, "{\"channel\":", 11);
-    p += 11;
-    p += push_json_str(p, channel, chlen);
-    memcpy(p, ",\"messages\":[", 13);
-    p += 13;
+    p += sprintf(p, ",\"%s\":[", name);
     for (int i = 0; i < n; i++) {
         if (i)
             *p++ = ',';
         memcpy(p, msgs[i]->json, msgs[i]->json_len);
         p += msgs[i]->json_len;
     }
-    memcpy(p, "],\"last_id\":", 12);
-    p += 12;
+    *p++ = ']';
+    return p;
+}
+
+static char *s_body(const char *channel, push_msg *const *msgs, int n, uint64_t last_id,
+                    const char *gap, push_msg *const *pres, int npres, size_t *len)
+{
+    size_t chlen = strlen(channel);
+    size_t cap = 80 + push_json_str_max(chlen) + (gap ? strlen(gap) + 8 : 0);
+    for (int i = 0; i < n; i++)
+        cap += msgs[i]->json_len + 1;
+    for (int i = 0; i < npres; i++)
+        cap += pres[i]->json_len + 1;
+    char *buf = malloc(cap), *p = buf;
+    if (!buf)
+        return NULL;
+    memcpy(p, "{\"channel\":", 11);
+    p += 11;
+    p += push_json_str(p, channel, chlen);
+    p = s_array(p, "messages", msgs, n);
+    memcpy(p, ",\"last_id\":", 11);
+    p += 11;
     p += push_fmt_u64(p, last_id);
+    if (npres)
+        p = s_array(p, "presence", pres, npres);
     if (gap) {
         memcpy(p, ",\"gap\":", 7);
         p += 7;
@@ -59,7 +71,7 @@ int push_poll_respond(request_rec *r, const char *channel, push_msg *const *msgs
 {
     size_t len;
     uint64_t last = n ? msgs[n - 1]->id : cursor;
-    char *body = s_body(channel, msgs, n, last, gap, &len);
+    char *body = s_body(channel, msgs, n, last, gap, NULL, 0, &len);
     if (!body)
         return HTTP_INTERNAL_SERVER_ERROR;
     ap_set_content_type(r, "application/json");
@@ -71,10 +83,11 @@ int push_poll_respond(request_rec *r, const char *channel, push_msg *const *msgs
 }
 
 /* Reactor: answer the parked poll and finish. */
-static int s_answer(push_hold *h, push_msg *const *msgs, int n, uint64_t last)
+static int s_answer(push_hold *h, push_msg *const *msgs, int n, uint64_t last,
+                    push_msg *const *pres, int npres)
 {
     size_t len;
-    char *body = s_body(h->channel, msgs, n, last, NULL, &len);
+    char *body = s_body(h->channel, msgs, n, last, NULL, pres, npres, &len);
     if (!body) {
         h->aborted = 1;
         return 1;
@@ -88,20 +101,24 @@ static int s_answer(push_hold *h, push_msg *const *msgs, int n, uint64_t last)
 
 static int s_deliver(push_hold *h, push_entry *e, int n)
 {
-    push_msg *msgs[64];
-    if (n > 64)
-        n = 64;
-    for (int i = 0; i < n; i++) {
-        msgs[i] = e[i].msg;
-        e[i].sub->sent_id = e[i].msg->id;
+    push_msg *msgs[64], *pres[64];
+    int nm = 0, np = 0;
+    uint64_t last = h->client.subs ? h->client.subs->sent_id : 0;
+    for (int i = 0; i < n && i < 64; i++) {
+        if (e[i].msg->presence) {
+            pres[np++] = e[i].msg;
+            continue;
+        }
+        msgs[nm++] = e[i].msg;
+        last = e[i].sub->sent_id = e[i].msg->id;
     }
-    return s_answer(h, msgs, n, msgs[n - 1]->id);
+    return s_answer(h, msgs, nm, last, pres, np);
 }
 
 static int s_tick(push_hold *h, apr_time_t now)
 {
     uint64_t cursor = h->client.subs ? h->client.subs->sent_id : 0;
-    return s_answer(h, NULL, 0, cursor);
+    return s_answer(h, NULL, 0, cursor, NULL, 0);
 }
 
 /* A stopping server answers like a timeout: the client polls again elsewhere. */

@@ -64,6 +64,7 @@ static void *s_create_dir_conf(apr_pool_t *p, char *path)
     d->max_message_size = PUSH_UNSET;
     d->ws_enabled = d->ws_deflate = d->ws_ping = d->ws_publish = d->ws_raw = PUSH_UNSET;
     d->ws_max_message = PUSH_UNSET;
+    d->presence_names = PUSH_UNSET;
     return d;
 }
 
@@ -85,6 +86,7 @@ static void *s_merge_dir_conf(apr_pool_t *p, void *basev, void *addv)
     MERGE(ws_max_message);
     MERGE(ws_publish);
     MERGE(ws_raw);
+    MERGE(presence_names);
     d->ws_origins = add->ws_origins ? add->ws_origins : base->ws_origins;
     d->ws_protocols = add->ws_protocols ? add->ws_protocols : base->ws_protocols;
     return d;
@@ -109,6 +111,7 @@ void push_settings_resolve(const push_dir_conf *d, push_settings *out)
     out->ws_max_message = (size_t)OR_DEFAULT(d->ws_max_message, PUSH_DEFAULT_MAX_MSG);
     out->ws_publish = OR_DEFAULT(d->ws_publish, 0);
     out->ws_raw = OR_DEFAULT(d->ws_raw, 0);
+    out->presence_names = OR_DEFAULT(d->presence_names, 0);
 }
 
 /* ---- directives ------------------------------------------------------------------ */
@@ -258,6 +261,8 @@ static const command_rec s_cmds[] = {
              "let WebSocket clients publish (default off)"),
     AP_INIT_TAKE1("PushWebSocketMode", s_set_ws_mode, NULL, OR_ALL,
                   "json (control messages, default) or raw (frames are published as they are)"),
+    DIR_FLAG("PushPresenceNames", presence_names,
+             "let unauthenticated subscribers choose their presence name with ?name= (default off)"),
     { NULL }
 };
 
@@ -287,6 +292,42 @@ const char *push_request_channel(request_rec *r, const push_dir_conf *d, int *st
     return rest;
 }
 
+const char *push_query_param(request_rec *r, const char *name)
+{
+    size_t len = strlen(name);
+    for (const char *p = r->args; p && *p;) {
+        const char *end = strchr(p, '&');
+        size_t plen = end ? (size_t)(end - p) : strlen(p);
+        if (plen >= len && strncmp(p, name, len) == 0 && (plen == len || p[len] == '=')) {
+            char *v = apr_pstrndup(r->pool, plen == len ? "" : p + len + 1,
+                                   plen == len ? 0 : plen - len - 1);
+            for (char *s = v; *s; s++)     /* form encoding: + is a space */
+                if (*s == '+')
+                    *s = ' ';
+            return ap_unescape_url(v) == OK ? v : NULL;
+        }
+        p = end ? end + 1 : NULL;
+    }
+    return NULL;
+}
+
+const char *push_request_identity(request_rec *r, const push_settings *set, int *bad)
+{
+    *bad = 0;
+    if (r->user && *r->user)
+        return push_identity_valid(r->user, strlen(r->user)) ? r->user : NULL;
+    if (!set->presence_names)
+        return NULL;
+    const char *name = push_query_param(r, "name");
+    if (!name || !*name)
+        return NULL;
+    if (!push_identity_valid(name, strlen(name))) {
+        *bad = 1;
+        return NULL;
+    }
+    return name;
+}
+
 int push_json_error(request_rec *r, int status, const char *code, const char *msg)
 {
     char *m = apr_palloc(r->pool, push_json_str_max(strlen(msg)) + 1);
@@ -307,6 +348,13 @@ static void s_count_changed(void *arg, const char *channel)
     push_child *ch = arg;
     if (ch->link)
         push_link_count_changed(ch->link, channel);
+}
+
+static void s_presence_changed(void *arg, const char *channel, const char *identity, int join)
+{
+    push_child *ch = arg;
+    if (ch->link)
+        push_link_presence_changed(ch->link, channel, identity, join);
 }
 
 static apr_status_t s_child_exit(void *arg)
@@ -335,6 +383,8 @@ static void s_child_init(apr_pool_t *pchild, server_rec *s)
     ch->s = s;
     ch->broker_timeout_ms = OR_DEFAULT(sc->broker_timeout_ms, DEFAULT_BROKER_TIMEOUT_MS);
     ch->hub = push_hub_new(s_count_changed, ch);
+    if (ch->hub)
+        push_hub_set_presence_fn(ch->hub, s_presence_changed);
     ch->rx = ch->hub ? push_reactor_start(s, ch->hub) : NULL;
     ch->link = ch->rx ? push_link_start(s, sc->broker ? sc->broker : PUSH_DEFAULT_LINK_ENDPOINT,
                                         ch->hub, push_reactor_wake, push_reactor_reset, ch->rx)
@@ -382,6 +432,8 @@ static int s_handler(request_rec *r)
         return push_subscriber_handler(r);
     if (strcmp(r->handler, "push-publisher") == 0)
         return push_publisher_handler(r);
+    if (strcmp(r->handler, "push-presence") == 0)
+        return push_presence_handler(r);
     return DECLINED;
 }
 

@@ -46,6 +46,7 @@ typedef struct push_dir_conf {
     long ws_max_message;       /* PushWebSocketMaxMessage, bytes */
     int  ws_publish;           /* PushWebSocketPublish on|off */
     int  ws_raw;               /* PushWebSocketMode raw (1) or json (0) */
+    int  presence_names;       /* PushPresenceNames on|off */
 } push_dir_conf;
 
 /* Resolved values with defaults applied, copied into every held connection so
@@ -65,6 +66,7 @@ typedef struct push_settings {
     size_t ws_max_message;
     int    ws_publish;
     int    ws_raw;
+    int    presence_names;
 } push_settings;
 
 void push_settings_resolve(const push_dir_conf *d, push_settings *out);
@@ -73,6 +75,14 @@ void push_settings_resolve(const push_dir_conf *d, push_settings *out);
  * Returns NULL (and sets *status to 404 or 400) when there is none or it is
  * not a valid channel name. */
 const char *push_request_channel(request_rec *r, const push_dir_conf *d, int *status);
+
+/* The presence identity of a subscriber: Apache's authenticated user, or
+ * the ?name= the client chose where PushPresenceNames allows it; NULL for
+ * none.  *bad is set when a name was given but is not acceptable. */
+const char *push_request_identity(request_rec *r, const push_settings *set, int *bad);
+
+/* Value of a query parameter, %-decoded (NULL when absent or undecodable). */
+const char *push_query_param(request_rec *r, const char *name);
 
 /* Send a JSON error body {"error":code,"message":msg} with the given status;
  * returns the value a handler should return. */
@@ -97,5 +107,6 @@ push_child *push_child_get(void);
 /* Handlers (one per file). */
 int push_subscriber_handler(request_rec *r);   /* subscribe.c */
 int push_publisher_handler(request_rec *r);    /* publish.c */
+int push_presence_handler(request_rec *r);     /* presence.c */
 
 #endif

@@ -141,6 +141,7 @@ static void s_free(push_hold *h)
 {
     if (h->tp->cleanup)
         h->tp->cleanup(h);
+    free((char *)h->client.identity);
     free(h);
 }
 

@@ -22,7 +22,8 @@ static int s_deliver(push_hold *h, push_entry *e, int n)
 {
     for (int i = 0; i < n; i++) {
         push_hold_write(h, e[i].msg->sse, e[i].msg->sse_len);
-        e[i].sub->sent_id = e[i].msg->id;
+        if (!e[i].msg->presence)
+            e[i].sub->sent_id = e[i].msg->id;
     }
     if (push_hold_flush(h) < 0)
         return 1;

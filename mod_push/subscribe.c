@@ -200,12 +200,19 @@ static int s_short_poll(request_rec *r, const char *channel, const push_settings
  * on the same link, so nothing published in between is missed; what
  * arrives twice is dropped by id (push_hub_drain). */
 static int s_hold(request_rec *r, const char *channel, const push_settings *set,
-                  int sse, int has_cursor, uint64_t cursor)
+                  int sse, int has_cursor, uint64_t cursor, const push_presence_req *pr)
 {
     push_child *ch = push_child_get();
     const push_transport *tp = sse ? &push_sse_transport : &push_longpoll_transport;
     push_hold *h = push_hold_new(ch->rx, r, tp, set, channel);
+    /* Only lasting connections count as present: a long poll comes and goes. */
+    if (h && sse && pr->identity && !(h->client.identity = strdup(pr->identity))) {
+        push_hold_discard(ch->rx, h);
+        h = NULL;
+    }
     push_sub *sub = h ? push_hub_subscribe(ch->hub, &h->client, channel) : NULL;
+    if (sub)
+        sub->want_presence = pr->events;
     if (!sub) {
         if (h)
             push_hold_discard(ch->rx, h);
@@ -272,9 +279,18 @@ int push_subscriber_handler(request_rec *r)
     if (!ch || !push_link_up(ch->link))
         return s_unavailable(r, &set);
 
+    push_presence_req pr;
+    int bad;
+    pr.identity = push_request_identity(r, &set, &bad);
+    const char *pflag = s_query_param(r, "presence");
+    pr.events = pflag && strcmp(pflag, "0") != 0;
+    if (bad)
+        return push_json_error(r, HTTP_BAD_REQUEST, PUSH_ERR_BAD_REQUEST,
+                               "name must be 1 to 128 characters of UTF-8 text");
+
     const char *upgrade = apr_table_get(r->headers_in, "Upgrade");
     if (upgrade && ap_find_token(r->pool, upgrade, "websocket"))
-        return push_ws_handle(r, channel, &set, has_cursor, cursor);
+        return push_ws_handle(r, channel, &set, has_cursor, cursor, &pr);
 
     const char *poll = s_query_param(r, "poll");
     int sse = s_wants_sse(r);
@@ -284,5 +300,5 @@ int push_subscriber_handler(request_rec *r)
     if (r->connection->master)
         return push_json_error(r, HTTP_NOT_IMPLEMENTED, PUSH_ERR_BAD_REQUEST,
                                "held transports need HTTP/1.1; use ?poll=1 over HTTP/2");
-    return s_hold(r, channel, &set, sse, has_cursor, cursor);
+    return s_hold(r, channel, &set, sse, has_cursor, cursor, &pr);
 }

@@ -35,9 +35,16 @@ int push_history_fetch(apr_pool_t *pool, conn_rec *c, const char *channel,
 int push_history_since(apr_pool_t *pool, conn_rec *c, const char *channel, int has_cursor,
                        uint64_t *cursor, push_history **hist);
 
+/* What a subscriber asked of presence: its identity (NULL: anonymous) and
+ * whether it wants join/leave events. */
+typedef struct push_presence_req {
+    const char *identity;
+    int         events;
+} push_presence_req;
+
 /* WebSocket (websocket.c): the handler's part, for an Upgrade request. */
 int push_ws_handle(request_rec *r, const char *channel, const push_settings *set,
-                   int has_cursor, uint64_t cursor);
+                   int has_cursor, uint64_t cursor, const push_presence_req *pr);
 
 /* Server-Sent Events (sse.c). */
 extern const push_transport push_sse_transport;

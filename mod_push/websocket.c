@@ -45,6 +45,7 @@ typedef struct ws_cmd {
     char          *ref;      /* the client's "ref" as JSON text, may be NULL */
     int            has_cursor;
     uint64_t       cursor;
+    int            presence;  /* SUBSCRIBE: join/leave events wanted */
 } ws_cmd;
 
 typedef struct ws_state {
@@ -138,6 +139,11 @@ static void s_error(push_hold *h, const char *code, const char *msg, const char 
 /* One delivered message: raw data, or the JSON message object. */
 static void s_message(push_hold *h, const push_msg *m)
 {
+    if (m->presence) {               /* {"type":"join"|"leave",...}; raw sockets carry data only */
+        if (!h->set.ws_raw)
+            s_frame(h, PUSH_WS_OP_TEXT, m->json, m->json_len);
+        return;
+    }
     if (h->set.ws_raw) {
         int binary = m->event && strcmp(m->event, "~binary") == 0;
         s_frame(h, binary ? PUSH_WS_OP_BINARY : PUSH_WS_OP_TEXT, m->data, m->data_len);
@@ -161,7 +167,8 @@ static int s_deliver(push_hold *h, push_entry *e, int n)
 {
     for (int i = 0; i < n; i++) {
         s_message(h, e[i].msg);
-        e[i].sub->sent_id = e[i].msg->id;
+        if (!e[i].msg->presence)
+            e[i].sub->sent_id = e[i].msg->id;
     }
     return push_hold_flush(h) < 0;
 }
@@ -288,6 +295,7 @@ static int s_cmd_subscribe(push_hold *h, const cJSON *root, const char *ref)
     cmd->ref = ref ? strdup(ref) : NULL;
     cmd->has_cursor = last != NULL;
     cmd->cursor = last ? (uint64_t)last->valuedouble : 0;
+    cmd->presence = cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(root, "presence"));
     s_queue(ws, cmd);
     return cmd->channel && (!ref || cmd->ref) ? 0 : PUSH_WS_CLOSE_INTERNAL;
 }
@@ -496,7 +504,7 @@ static const char *s_ref_suffix(apr_pool_t *p, const char *ref)
 
 /* Subscribe and send what the client missed, then the acknowledgement. */
 static void s_subscribe(push_hold *h, apr_pool_t *p, const char *channel, int has_cursor,
-                        uint64_t cursor, const char *ref)
+                        uint64_t cursor, int presence, const char *ref)
 {
     push_child *ch = push_child_get();
     push_sub *sub = push_hub_find(&h->client, channel);
@@ -504,6 +512,7 @@ static void s_subscribe(push_hold *h, apr_pool_t *p, const char *channel, int ha
         s_error(h, "internal", "out of memory", ref);
         return;
     }
+    sub->want_presence = presence;
     push_history *hist;
     int st = push_history_since(p, h->c, channel, has_cursor, &cursor, &hist);
     if (st != OK) {
@@ -576,7 +585,8 @@ static void s_run_cmds(push_hold *h)
             ws->cmds_tail = NULL;
         ws->ncmds--;
         if (cmd->op == CMD_SUBSCRIBE)
-            s_subscribe(h, p, cmd->channel, cmd->has_cursor, cmd->cursor, cmd->ref);
+            s_subscribe(h, p, cmd->channel, cmd->has_cursor, cmd->cursor, cmd->presence,
+                        cmd->ref);
         else
             s_publish(h, p, cmd);
         free(cmd->channel);
@@ -702,7 +712,7 @@ static void s_send_101(request_rec *r, const char *accept, const char *protocol,
 }
 
 int push_ws_handle(request_rec *r, const char *channel, const push_settings *set,
-                   int has_cursor, uint64_t cursor)
+                   int has_cursor, uint64_t cursor, const push_presence_req *pr)
 {
     int st = s_check_request(r, set);
     if (st != OK || r->status != HTTP_OK)
@@ -713,7 +723,8 @@ int push_ws_handle(request_rec *r, const char *channel, const push_settings *set
     push_hold *h = push_hold_new(ch->rx, r, &push_ws_transport, set, channel);
     if (!h || !(h->tdata = s_state_new(r, set, apr_table_get(r->headers_in,
                                                              "Sec-WebSocket-Extensions"),
-                                       extensions))) {
+                                       extensions))
+        || (pr->identity && !(h->client.identity = strdup(pr->identity)))) {
         if (h)
             push_hold_discard(ch->rx, h);
         return push_json_error(r, HTTP_INTERNAL_SERVER_ERROR, "internal", "out of memory");
@@ -724,7 +735,7 @@ int push_ws_handle(request_rec *r, const char *channel, const push_settings *set
     ap_remove_input_filter_byhandle(r->connection->input_filters, "reqtimeout");
     h->out = r->connection->output_filters;
 
-    s_subscribe(h, r->pool, channel, has_cursor, cursor, NULL);
+    s_subscribe(h, r->pool, channel, has_cursor, cursor, pr->events, NULL);
     apr_bucket *flush = apr_bucket_flush_create(r->connection->bucket_alloc);
     APR_BRIGADE_INSERT_TAIL(h->bb, flush);
     apr_status_t rv = ap_pass_brigade(h->out, h->bb);

@@ -156,6 +156,24 @@ int push_event_valid(const char *name, size_t len)
     return 1;
 }
 
+int push_identity_valid(const char *s, size_t len)
+{
+    if (!s || len == 0 || len > PUSH_IDENTITY_MAX)
+        return 0;
+    for (size_t i = 0; i < len;) {
+        unsigned char c = (unsigned char)s[i];
+        size_t n = c < 0x80 ? 1 : (c & 0xe0) == 0xc0 ? 2 : (c & 0xf0) == 0xe0 ? 3
+                 : (c & 0xf8) == 0xf0 ? 4 : 0;
+        if (n == 0 || i + n > len || c < 0x20 || c == 0x7f || (n == 2 && c < 0xc2))
+            return 0;
+        for (size_t k = 1; k < n; k++)
+            if (((unsigned char)s[i + k] & 0xc0) != 0x80)
+                return 0;
+        i += n;
+    }
+    return 1;
+}
+
 int push_parse_u64(const char *s, size_t len, uint64_t *out)
 {
     uint64_t v = 0;

@@ -37,6 +37,7 @@
  *                                                   then per message: <id> <event> <data> <time_us>
  * request:  STATS                                  reply: OK <json>
  * request:  PING                                   reply: PONG <epoch>
+ * request:  PRESENCE <channel>                     reply: OK <json>  (see docs/protocol.md)
  * request:  one frame holding a JSON object (first byte '{'), see
  *           docs/protocol.md; the reply is one JSON frame.
  * any error:                                       reply: ERR <code> <message>
@@ -45,6 +46,7 @@
 #define PUSH_CMD_HISTORY  "HISTORY"
 #define PUSH_CMD_STATS    "STATS"
 #define PUSH_CMD_PING     "PING"
+#define PUSH_CMD_PRESENCE "PRESENCE"
 #define PUSH_REP_OK       "OK"
 #define PUSH_REP_ERR      "ERR"
 #define PUSH_REP_PONG     "PONG"
@@ -66,9 +68,15 @@
  *   PUBLISH <reqid> <channel> <data> <event>
  *        reply: PUBACK <reqid> OK <id> <subscribers> | PUBACK <reqid> ERR <code> <message>
  *   PING                                 broker answers PONG <epoch>
+ *   PJOIN <channel> <identity>           one more present connection of identity
+ *   PLEAVE <channel> <identity>          one less (both: no reply)
+ *   PRESENCE <reqid> <channel>           reply: PRESENCE <reqid> OK <json>
  * broker -> child:
  *   MSG <channel> <id> <event> <data> <time_us>   a new message for a channel with subscribers
- *   RESET                                the broker does not know this child: send HELLO + SUBs
+ *   PEVENT <channel> <join|leave> <identity> <connections> <time_us>
+ *                                        presence changed, sent like MSG
+ *   RESET                                the broker does not know this child: send HELLO,
+ *                                        every SUB and every PJOIN again
  */
 #define PUSH_LINK_HELLO    "HELLO"
 #define PUSH_LINK_WELCOME  "WELCOME"
@@ -80,6 +88,13 @@
 #define PUSH_LINK_PONG     "PONG"
 #define PUSH_LINK_MSG      "MSG"
 #define PUSH_LINK_RESET    "RESET"
+#define PUSH_LINK_PJOIN    "PJOIN"
+#define PUSH_LINK_PLEAVE   "PLEAVE"
+#define PUSH_LINK_PRESENCE "PRESENCE"
+#define PUSH_LINK_PEVENT   "PEVENT"
+#define PUSH_PRESENCE_JOIN  "join"
+#define PUSH_PRESENCE_LEAVE "leave"
+#define PUSH_IDENTITY_MAX   128          /* bytes in a presence identity */
 
 /* ---- frames ------------------------------------------------------------ */
 
@@ -122,6 +137,10 @@ int  push_channel_valid(const char *name, size_t len);
 /* An event name is 0..PUSH_EVENT_MAX bytes of printable ASCII without
  * spaces, CR or LF (it becomes an SSE "event:" field).  Returns 1 when valid. */
 int  push_event_valid(const char *name, size_t len);
+
+/* A presence identity is 1..PUSH_IDENTITY_MAX bytes of valid UTF-8 without
+ * control characters.  Returns 1 when valid. */
+int  push_identity_valid(const char *s, size_t len);
 
 /* Parse a message id / cursor: decimal digits only, no sign, no spaces,
  * value <= 2^63-1.  Returns 0 and sets *out, or -1. */

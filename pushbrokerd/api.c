@@ -2,6 +2,7 @@
  * api.c — see api.h.
  */
 #include "api.h"
+#include "links.h"
 
 #include <errno.h>
 #include <stdlib.h>
@@ -187,6 +188,38 @@ static int s_ping(broker *b, const push_frame *env, int nenv, int n,
     return 0;
 }
 
+/* The channel's presence JSON (presence.h), NULL when out of memory. */
+static char *s_presence_text(broker *b, const push_frame *chan)
+{
+    char name[PUSH_CHANNEL_MAX + 1];
+    memcpy(name, chan->data, chan->size);
+    name[chan->size] = '\0';
+    cJSON *o = b->links ? links_presence_json(b->links, name) : NULL;
+    char *text = o ? cJSON_PrintUnformatted(o) : NULL;
+    cJSON_Delete(o);
+    return text;
+}
+
+/* PRESENCE <channel> -> OK <json> */
+static int s_presence(broker *b, const push_frame *env, int nenv, const push_frame *body,
+                      int n, reply *out, broker_err *err)
+{
+    if (n != 2)
+        return broker_fail(err, PUSH_ERR_BAD_REQUEST, "PRESENCE needs <channel>");
+    if (!push_channel_valid(body[1].data, body[1].size))
+        return broker_fail(err, PUSH_ERR_BAD_CHANNEL, "invalid channel name");
+    char *text = s_presence_text(b, &body[1]);
+    if (!text)
+        return broker_fail(err, PUSH_ERR_UNAVAILABLE, "broker out of memory");
+    if (s_start(out, env, nenv, 2) < 0) {
+        free(text);
+        return 0;
+    }
+    reply_str(out, PUSH_REP_OK);
+    reply_take(out, text);
+    return 0;
+}
+
 static int s_multipart(broker *b, const push_frame *env, int nenv,
                        const push_frame *body, int n, reply *out, broker_err *err)
 {
@@ -200,9 +233,11 @@ static int s_multipart(broker *b, const push_frame *env, int nenv,
         rc = s_stats(b, env, nenv, n, out, err);
     else if (push_frame_is(&f, 0, PUSH_CMD_PING))
         rc = s_ping(b, env, nenv, n, out, err);
+    else if (push_frame_is(&f, 0, PUSH_CMD_PRESENCE))
+        rc = s_presence(b, env, nenv, body, n, out, err);
     else
         rc = broker_fail(err, PUSH_ERR_UNKNOWN_CMD,
-                         "unknown command (expected PUB, HISTORY, STATS or PING)");
+                         "unknown command (expected PUB, HISTORY, STATS, PING or PRESENCE)");
     if (rc < 0)
         s_err_reply(out, env, nenv, err);
     return rc;
@@ -298,6 +333,24 @@ static int s_json_history(broker *b, const cJSON *root, cJSON *res, broker_err *
     return s_json_messages(c, v, res, err);
 }
 
+/* {"op":"presence","channel":"c"} -> {"ok":true,"channel":..,"count":..,"members":[..]} */
+static int s_json_presence(broker *b, const cJSON *root, cJSON *res, broker_err *err)
+{
+    const cJSON *ch = cJSON_GetObjectItemCaseSensitive(root, "channel");
+    if (!cJSON_IsString(ch) || !push_channel_valid(ch->valuestring, strlen(ch->valuestring)))
+        return broker_fail(err, PUSH_ERR_BAD_CHANNEL, "invalid channel name");
+    cJSON *o = b->links ? links_presence_json(b->links, ch->valuestring) : NULL;
+    if (!o)
+        return broker_fail(err, PUSH_ERR_UNAVAILABLE, "broker out of memory");
+    cJSON *item;
+    while ((item = o->child) != NULL) {
+        cJSON_DetachItemViaPointer(o, item);
+        cJSON_AddItemToObject(res, item->string, item);
+    }
+    cJSON_Delete(o);
+    return 0;
+}
+
 static int s_json_op(broker *b, const push_frame *req, const cJSON *root,
                      cJSON *res, broker_err *err)
 {
@@ -316,8 +369,10 @@ static int s_json_op(broker *b, const push_frame *req, const cJSON *root,
     if (strcmp(op->valuestring, "ping") == 0)
         return json_add_u64(res, "epoch", b->epoch) ? 0
             : broker_fail(err, PUSH_ERR_UNAVAILABLE, "broker out of memory");
+    if (strcmp(op->valuestring, "presence") == 0)
+        return s_json_presence(b, root, res, err);
     return broker_fail(err, PUSH_ERR_UNKNOWN_CMD,
-                       "unknown \"op\" (expected publish, history, stats or ping)");
+                       "unknown \"op\" (expected publish, history, stats, ping or presence)");
 }
 
 static cJSON *s_json_error(const broker_err *err)
@@ -417,9 +472,8 @@ static void s_router_one(api *a, const push_frames *f)
     if (api_request(a->broker, f->frame, nenv, f->frame + nenv, f->count - nenv,
                     &r, &err) < 0)
         s_log_rejected("api", &f->frame[nenv], &err, PB_LOG_DEBUG);
-    if (r.count && reply_send(&r, a->router) < 0)
-        log_debug("api: reply not sent: %s", zmq_strerror(errno));
-    reply_free(&r);
+    /* at once, or held back until the message it acknowledges is committed */
+    broker_send(a->broker, a->router, &r);
 }
 
 static void s_pull_one(api *a, const push_frames *f)

@@ -1,7 +1,10 @@
 /*
  * links.c — see links.h.
  */
+#include <cjson/cJSON.h>
+
 #include "links.h"
+#include "presence.h"
 
 #include <errno.h>
 #include <stdlib.h>
@@ -32,13 +35,17 @@ static int s_configure(void *sock)
         || s_setopt_int(sock, ZMQ_ROUTER_MANDATORY, 0) < 0 ? -1 : 0;
 }
 
+static void s_presence_event(void *arg, const char *channel, const char *identity, int join,
+                             uint64_t connections, uint64_t time_us);
+
 links *links_open(void *zctx, const char *endpoint, broker *b)
 {
     links *l = calloc(1, sizeof *l);
     if (!l)
         return NULL;
     l->broker = b;
-    l->socket = zmq_socket(zctx, ZMQ_ROUTER);
+    l->presence = presence_new(s_presence_event, l);
+    l->socket = l->presence ? zmq_socket(zctx, ZMQ_ROUTER) : NULL;
     if (!l->socket || s_configure(l->socket) < 0) {
         log_error("cannot create link socket: %s", zmq_strerror(errno));
         links_close(l);
@@ -62,6 +69,7 @@ void links_close(links *l)
         s_setopt_int(l->socket, ZMQ_LINGER, 0);
         zmq_close(l->socket);
     }
+    presence_free(&l->presence);
     free(l->child);
     free(l);
 }
@@ -103,6 +111,7 @@ static long s_free_slot(links *l)
 static void s_forget(links *l, size_t slot, const char *why)
 {
     channel_table_drop_child(&l->broker->channels, (uint32_t)slot);
+    presence_drop_child(l->presence, (uint32_t)slot, clock_real_us());
     log_info("child link pid %llu forgotten (%s)",
              (unsigned long long)l->child[slot].pid, why);
     l->child[slot].id_len = 0;
@@ -165,6 +174,33 @@ void links_fanout(links *l, const channel *c, const history_msg *m)
     }
 }
 
+/* A presence change goes where the channel's messages go. */
+static void s_presence_event(void *arg, const char *chan, const char *identity, int join,
+                             uint64_t connections, uint64_t time_us)
+{
+    links *l = arg;
+    const channel *c = channel_find(&l->broker->channels, chan, strlen(chan));
+    char conns[24], when[24];
+    push_frame fr[7] = {
+        { NULL, 0 }, push_str_frame(PUSH_LINK_PEVENT), push_str_frame(chan),
+        push_str_frame(join ? PUSH_PRESENCE_JOIN : PUSH_PRESENCE_LEAVE), push_str_frame(identity),
+        { conns, (size_t)push_fmt_u64(conns, connections) },
+        { when, (size_t)push_fmt_u64(when, time_us) },
+    };
+    log_debug("presence: %s %s channel %s", identity, join ? "joined" : "left", chan);
+    for (size_t i = 0; c && i < c->nsubs; i++) {
+        const link_child *child = &l->child[c->subs[i].child];
+        fr[0].data = (const char *)child->id;
+        fr[0].size = child->id_len;
+        s_send(l, fr, 7);
+    }
+}
+
+cJSON *links_presence_json(const links *l, const char *chan)
+{
+    return presence_json(l->presence, chan);
+}
+
 /* ---- commands ----------------------------------------------------------
  * Each handler returns -1 when the message is malformed (the dispatcher logs
  * and drops it, and sends no RESET for it), 0 otherwise. */
@@ -203,6 +239,7 @@ static int s_hello(links *l, const push_frames *f, long slot, uint64_t now)
         /* the child lost its state (or we never had it right): it re-sends
          * every SUB after WELCOME, so stale counts must not linger */
         channel_table_drop_child(&l->broker->channels, (uint32_t)slot);
+        presence_drop_child(l->presence, (uint32_t)slot, clock_real_us());
         log_info("child link pid %llu said HELLO again (was pid %llu): subscriptions reset",
                  (unsigned long long)pid, (unsigned long long)l->child[slot].pid);
     } else if ((slot = s_register(l, id, pid)) < 0) {
@@ -300,18 +337,65 @@ static int s_publish(links *l, const push_frames *f)
     broker_err err;
     int rc = broker_publish(l->broker, fr[3].data, fr[3].size, fr[4].data, fr[4].size,
                             fr[5].data, fr[5].size, clock_real_us(), &pub, &err);
-    char id[24], subs[24];
-    push_frame out[6] = { fr[0], push_str_frame(PUSH_LINK_PUBACK), fr[2] };
-    if (rc < 0) {
-        out[3] = push_str_frame(PUSH_REP_ERR);
-        out[4] = push_str_frame(err.code);
-        out[5] = push_str_frame(err.msg);
-    } else {
-        out[3] = push_str_frame(PUSH_REP_OK);
-        out[4] = (push_frame){ id, (size_t)push_fmt_u64(id, pub.id) };
-        out[5] = (push_frame){ subs, (size_t)push_fmt_u64(subs, pub.subscribers) };
+    reply r;
+    if (reply_init(&r, 6) < 0) {
+        log_error("link: cannot answer PUBLISH: out of memory");
+        return 0;
     }
-    s_send(l, out, 6);
+    reply_frames(&r, fr, 1);
+    reply_str(&r, PUSH_LINK_PUBACK);
+    reply_frames(&r, &fr[2], 1);
+    if (rc < 0) {
+        reply_str(&r, PUSH_REP_ERR);
+        reply_str(&r, err.code);
+        reply_copy(&r, err.msg);
+    } else {
+        reply_str(&r, PUSH_REP_OK);
+        reply_u64(&r, pub.id);
+        reply_u64(&r, pub.subscribers);
+    }
+    /* at once, or held back until the message is committed */
+    broker_send(l->broker, l->socket, &r);
+    return 0;
+}
+
+/* PJOIN / PLEAVE <channel> <identity> */
+static int s_presence_change(links *l, const push_frames *f, long slot, int join)
+{
+    char chan[PUSH_CHANNEL_MAX + 1], ident[PUSH_IDENTITY_MAX + 1];
+    if (f->count != 4 || !push_channel_valid(f->frame[2].data, f->frame[2].size)
+        || !push_identity_valid(f->frame[3].data, f->frame[3].size))
+        return -1;
+    if (slot < 0)
+        return 0;   /* RESET: the child re-sends its joins after WELCOME */
+    memcpy(chan, f->frame[2].data, f->frame[2].size);
+    chan[f->frame[2].size] = '\0';
+    memcpy(ident, f->frame[3].data, f->frame[3].size);
+    ident[f->frame[3].size] = '\0';
+    int rc = join ? presence_join(l->presence, chan, ident, (uint32_t)slot, clock_real_us())
+                  : presence_leave(l->presence, chan, ident, (uint32_t)slot, clock_real_us());
+    if (rc < 0)
+        log_warn("presence: cannot record %s of \"%s\" on %s", join ? "join" : "leave",
+                 ident, chan);
+    return 0;
+}
+
+/* PRESENCE <reqid> <channel> -> PRESENCE <reqid> OK <json> */
+static int s_presence_query(links *l, const push_frames *f)
+{
+    char chan[PUSH_CHANNEL_MAX + 1];
+    if (f->count != 4 || !push_channel_valid(f->frame[3].data, f->frame[3].size))
+        return -1;
+    memcpy(chan, f->frame[3].data, f->frame[3].size);
+    chan[f->frame[3].size] = '\0';
+    cJSON *o = presence_json(l->presence, chan);
+    char *json = o ? cJSON_PrintUnformatted(o) : NULL;
+    cJSON_Delete(o);
+    push_frame fr[5] = { f->frame[0], f->frame[1], f->frame[2],
+                         push_str_frame(json ? PUSH_REP_OK : PUSH_REP_ERR),
+                         push_str_frame(json ? json : "out of memory") };
+    s_send(l, fr, 5);
+    free(json);
     return 0;
 }
 
@@ -335,6 +419,12 @@ static int s_command(links *l, const push_frames *f, long slot, uint64_t now)
         return s_publish(l, f);
     if (push_frame_is(f, 1, PUSH_LINK_PING))
         return s_ping(l, f);
+    if (push_frame_is(f, 1, PUSH_LINK_PJOIN))
+        return s_presence_change(l, f, slot, 1);
+    if (push_frame_is(f, 1, PUSH_LINK_PLEAVE))
+        return s_presence_change(l, f, slot, 0);
+    if (push_frame_is(f, 1, PUSH_LINK_PRESENCE))
+        return s_presence_query(l, f);
     return -1;
 }
 

@@ -42,9 +42,12 @@ typedef struct link_child {
     uint64_t      last_seen_us;   /* monotonic */
 } link_child;
 
+struct presence_table;
+
 typedef struct links {
     void          *socket;
     struct broker *broker;
+    struct presence_table *presence;  /* who is present, per child (presence.h) */
     link_child    *child;         /* nslots entries */
     size_t         nslots;
     size_t         live;
@@ -54,6 +57,9 @@ typedef struct links {
  * is logged) on failure. */
 links *links_open(void *zctx, const char *endpoint, struct broker *b);
 void   links_close(links *l);
+
+/* Presence JSON of a channel (presence.h), for the application API. */
+struct cJSON *links_presence_json(const links *l, const char *channel);
 
 /* Handle up to max waiting messages without blocking. */
 void   links_handle(links *l, int max);

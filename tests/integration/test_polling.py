@@ -9,12 +9,16 @@ import pytest
 from conftest import HOST, SSEClient
 
 
-def check_doc(r, channel):
+def check_doc(r, channel, gap=None):
     assert r.status == 200, r
     assert r.header("Content-Type") == "application/json"
     assert r.header("Cache-Control") == "no-cache"
     doc = r.json()
-    assert set(doc) == {"channel", "messages", "last_id"}, doc
+    if gap is None:
+        assert set(doc) == {"channel", "messages", "last_id"}, doc
+    else:
+        assert set(doc) == {"channel", "messages", "last_id", "gap"}, doc
+        assert doc["gap"] == gap, doc
     assert doc["channel"] == channel
     for m in doc["messages"]:
         assert set(m) == {"id", "event", "data", "time"}, m
@@ -262,7 +266,9 @@ def test_polls_with_cursor_beyond_end_get_whole_channel(stack, channel):
         stack.publish_ok(channel, f"n{i}")
     for r in (stack.poll(channel, 500), stack.longpoll(channel, 500),
               stack.longpoll(channel, 500, use_header=True)):
-        doc = check_doc(r, channel)
+        # the client is told its history was lost, then gets what exists
+        doc = check_doc(r, channel, gap={"channel": channel, "after": 500, "oldest_id": 1,
+                                         "last_id": 2, "reason": "lost"})
         assert [(m["id"], m["data"]) for m in doc["messages"]] == [(1, "n0"), (2, "n1")]
         assert doc["last_id"] == 2
 

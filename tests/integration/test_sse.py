@@ -1,6 +1,8 @@
 """Server-Sent Events: framing, ordering, immediacy, resume, keep-alive."""
 import re
 
+import json
+
 import pytest
 
 from conftest import HTTPResponseParser, unique_channel
@@ -223,6 +225,11 @@ def test_resume_cursor_beyond_end_gets_whole_channel(stack, channel, how):
     stack.publish_ok(channel, "one")
     kw = {"header_id": 1000} if how == "header" else {"last_id": 1000}
     with stack.subscribe(channel, **kw) as c:
+        # told first, without an id (Last-Event-ID must not move)
+        gap = c.next_event()
+        assert gap.event == "gap" and not gap.id, gap
+        assert json.loads(gap.data) == {"channel": channel, "after": 1000, "oldest_id": 1,
+                                        "last_id": 1, "reason": "lost"}
         ev = c.next_event()
         assert (ev.int_id, ev.data) == (1, "one")
         ack = stack.publish_ok(channel, "two")

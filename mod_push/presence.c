@@ -1,0 +1,58 @@
+/*
+ * presence.c — the push-presence handler: GET /presence/<channel>.
+ *
+ * Answers the broker's view of who is present on the channel, the same
+ * JSON as the ZeroMQ API's PRESENCE:
+ *   {"channel":"c","count":N,"members":[{"identity":..,"connections":N,"since":T}]}
+ */
+#include "mod_push.h"
+#include "link.h"
+
+#include "http_protocol.h"
+#include "apr_strings.h"
+
+#include <string.h>
+
+int push_presence_handler(request_rec *r)
+{
+    push_dir_conf *d = ap_get_module_config(r->per_dir_config, &push_module);
+    push_settings set;
+    push_settings_resolve(d, &set);
+    if (r->method_number != M_GET) {
+        apr_table_setn(r->err_headers_out, "Allow", "GET");
+        return push_json_error(r, HTTP_METHOD_NOT_ALLOWED, PUSH_ERR_BAD_REQUEST,
+                               "ask for presence with GET");
+    }
+    int status;
+    const char *channel = push_request_channel(r, d, &status);
+    if (!channel)
+        return push_json_error(r, status, status == HTTP_NOT_FOUND ? "not_found" : PUSH_ERR_BAD_CHANNEL,
+                               status == HTTP_NOT_FOUND ? "no channel in the URL"
+                                                        : "invalid channel name");
+    push_child *ch = push_child_get();
+    push_frame req[2] = { push_str_frame(PUSH_LINK_PRESENCE), push_str_frame(channel) };
+    push_frames rep;
+    if (!push_link_up(ch->link)
+        || push_link_request(ch->link, req, 2, ch->broker_timeout_ms, &rep) < 0) {
+        apr_table_setn(r->err_headers_out, "Retry-After",
+                       apr_psprintf(r->pool, "%d", set.retry_after));
+        return push_json_error(r, HTTP_SERVICE_UNAVAILABLE, PUSH_ERR_UNAVAILABLE,
+                               "the message broker is not reachable; retry later");
+    }
+    int rc;
+    if (push_frame_is(&rep, 2, PUSH_REP_OK) && rep.count == 4) {
+        ap_set_content_type(r, "application/json");
+        apr_table_setn(r->headers_out, "Cache-Control", "no-cache");
+        ap_rwrite(rep.frame[3].data, (int)rep.frame[3].size, r);
+        ap_rputs("\n", r);
+        rc = OK;
+    }
+    else {
+        ap_log_rerror(APLOG_MARK, APLOG_ERR, 0, r, APLOGNO(20060)
+                      "pushbrokerd could not answer a presence query for %s", channel);
+        rc = push_json_error(r, HTTP_BAD_GATEWAY, PUSH_ERR_UNAVAILABLE,
+                             "the message broker could not answer");
+    }
+    push_frames_close(&rep);
+    return rc;
+}

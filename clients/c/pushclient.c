@@ -529,21 +529,22 @@ int pushclient_history_get(pushclient_t *self, const char *channel,
     return 0;
 }
 
-int pushclient_stats(pushclient_t *self, char **json_p)
+/* A request whose answer is OK <json>: STATS, PRESENCE. */
+static int s_json_request(pushclient_t *self, const push_frame *f, int n, const char *what,
+                          char **json_p)
 {
     if (!json_p)
         return s_error(self, PUSHCLIENT_EFAIL, PUSHCLIENT_ERR_INVALID,
-                       "stats: output is required");
-    push_frame f[1] = { push_str_frame(PUSH_CMD_STATS) };
+                       "output is required");
     push_frames reply;
-    int rc = s_request(self, f, 1, &reply);
+    int rc = s_request(self, f, n, &reply);
     if (rc)
         return rc;
     if (!push_frame_is(&reply, 0, PUSH_REP_OK) || reply.count < 2)
-        return s_bad_reply(self, &reply, "STATS");
+        return s_bad_reply(self, &reply, what);
     cJSON *doc = cJSON_ParseWithLength(reply.frame[1].data, reply.frame[1].size);
     if (!doc)
-        return s_bad_reply(self, &reply, "STATS (not JSON)");
+        return s_bad_reply(self, &reply, what);
     cJSON_Delete(doc);
     char *json = s_strndup(reply.frame[1].data, reply.frame[1].size);
     push_frames_close(&reply);
@@ -551,6 +552,20 @@ int pushclient_stats(pushclient_t *self, char **json_p)
         return s_error(self, PUSHCLIENT_EFAIL, PUSHCLIENT_ERR_SYSTEM, "out of memory");
     *json_p = json;
     return 0;
+}
+
+int pushclient_stats(pushclient_t *self, char **json_p)
+{
+    push_frame f[1] = { push_str_frame(PUSH_CMD_STATS) };
+    return s_json_request(self, f, 1, "STATS", json_p);
+}
+
+int pushclient_presence(pushclient_t *self, const char *channel, char **json_p)
+{
+    if (!channel || !push_channel_valid(channel, strlen(channel)))
+        return s_error(self, PUSHCLIENT_EREJECTED, PUSH_ERR_BAD_CHANNEL, "invalid channel name");
+    push_frame f[2] = { push_str_frame(PUSH_CMD_PRESENCE), push_str_frame(channel) };
+    return s_json_request(self, f, 2, "PRESENCE", json_p);
 }
 
 int pushclient_ping(pushclient_t *self, uint64_t *epoch)

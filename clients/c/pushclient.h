@@ -178,6 +178,13 @@ void pushclient_msgs_free(pushclient_msg_t **msgs_p, size_t count);
  * the reply is not valid JSON). */
 int pushclient_stats(pushclient_t *self, char **json_p);
 
+/* Who is present on channel: PRESENCE.  On success stores a malloc'ed JSON
+ * text {"channel":..,"count":N,"members":[{"identity":..,"connections":N,
+ * "since":T}]} in *json_p (caller frees) and returns 0.  Failure as for
+ * pushclient_stats; an invalid channel name gives PUSHCLIENT_EREJECTED with
+ * code bad_channel before anything is sent. */
+int pushclient_presence(pushclient_t *self, const char *channel, char **json_p);
+
 /* Liveness check: PING.  On success stores the broker's epoch (an id of the
  * broker's run, as carried in PONG <epoch>) in *epoch (may be NULL) and
  * returns 0.  Failure: PUSHCLIENT_EREJECTED, PUSHCLIENT_ETIMEOUT or

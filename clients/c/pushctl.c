@@ -58,6 +58,9 @@ static void s_usage(FILE *out)
 "        Print the broker's statistics (JSON).\n"
 "  ping\n"
 "        Check that the broker answers; prints \"epoch=<epoch> rtt_ms=<ms>\".\n"
+"  presence CHANNEL\n"
+"        Print who is present on CHANNEL (JSON): {\"channel\":..,\"count\":N,\n"
+"        \"members\":[{\"identity\":..,\"connections\":N,\"since\":<µs>},..]}\n"
 "\n"
 "Options (anywhere on the line; \"--\" ends options):\n"
 "  --api ENDPOINT    request/reply endpoint (env PUSH_API, default %s)\n"
@@ -252,6 +255,17 @@ static int s_cmd_stats(pushclient_t *client)
     return EXIT_OK;
 }
 
+static int s_cmd_presence(pushclient_t *client, const pushctl_args_t *a)
+{
+    char *json = NULL;
+    int rc = pushclient_presence(client, a->channel, &json);
+    if (rc)
+        return s_fail(client, rc);
+    puts(json);
+    free(json);
+    return EXIT_OK;
+}
+
 static int s_cmd_ping(pushclient_t *client)
 {
     struct timespec t0, t1;
@@ -304,6 +318,7 @@ int main(int argc, char **argv)
     case PUSHCTL_CMD_HISTORY: status = s_cmd_history(client, &a); break;
     case PUSHCTL_CMD_STATS:   status = s_cmd_stats(client); break;
     case PUSHCTL_CMD_PING:    status = s_cmd_ping(client); break;
+    case PUSHCTL_CMD_PRESENCE: status = s_cmd_presence(client, &a); break;
     default:                  status = s_usage_error("no command given"); break;
     }
     pushclient_destroy(&client);

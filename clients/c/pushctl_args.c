@@ -181,6 +181,10 @@ int pushctl_args_parse(pushctl_args_t *out, int argc, char **argv,
         a.cmd = PUSHCTL_CMD_PING;
         want = 0;
     }
+    else if (strcmp(cmd, "presence") == 0) {
+        a.cmd = PUSHCTL_CMD_PRESENCE;
+        want = 1;
+    }
     else if (strcmp(cmd, "help") == 0) {
         a.cmd = PUSHCTL_CMD_HELP;
         *out = a;

@@ -19,6 +19,7 @@ typedef enum {
     PUSHCTL_CMD_HISTORY,
     PUSHCTL_CMD_STATS,
     PUSHCTL_CMD_PING,
+    PUSHCTL_CMD_PRESENCE,
     PUSHCTL_CMD_HELP,
     PUSHCTL_CMD_VERSION
 } pushctl_cmd_t;
@@ -31,7 +32,7 @@ typedef struct {
     const char *push;       /* NULL: library default */
     int         timeout_ms; /* 0: library default */
     /* publish */
-    const char *channel;    /* publish, history */
+    const char *channel;    /* publish, history, presence */
     const char *data;       /* "-" means: read the data from stdin */
     const char *event;      /* NULL: none */
     int         no_ack;

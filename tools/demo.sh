@@ -1,6 +1,7 @@
 #!/bin/sh
 # Start or stop the live demo: pushbrokerd + a private Apache on 127.0.0.1.
-#   tools/demo.sh start DIR     (PORT=8080 by default; HTTPD=path of apache2)
+#   tools/demo.sh start DIR     (PORT=8080 by default; HTTPD=path of apache2;
+#                                EXTRA_CONF=file: one more httpd include, e.g. examples/apache-examples.conf)
 #   tools/demo.sh stop DIR
 # Everything the demo writes (pid files, logs, the broker's state) is under DIR.
 set -eu
@@ -27,7 +28,7 @@ start() {
     "$src/pushbrokerd/pushbrokerd" -c "$src/conf/pushbrokerd.conf" -d \
         -p "$dir/broker.pid" --log "$dir/broker.log"
     cat > "$dir/httpd.args" <<ARGS
--d $dir -f $src/conf/httpd.conf -C "Define PUSH_RUNDIR $dir" -C "Define PUSH_SRC $src" -C "Define PUSH_PORT $port" -C "Define PUSH_MODULE $src/mod_push/.libs/mod_push.so" -C "Define PUSH_BROKER tcp://127.0.0.1:7703"
+-d $dir -f $src/conf/httpd.conf -C "Define PUSH_RUNDIR $dir" -C "Define PUSH_SRC $src" -C "Define PUSH_PORT $port" -C "Define PUSH_MODULE $src/mod_push/.libs/mod_push.so" -C "Define PUSH_BROKER tcp://127.0.0.1:7703" ${EXTRA_CONF:+-C "Define PUSH_EXTRA_CONF $EXTRA_CONF"}
 ARGS
     eval "\"$httpd\" $(cat "$dir/httpd.args") -k start"
     i=0

@@ -24,6 +24,7 @@ struct push_hub {
     unsigned           nbuckets;  /* power of two */
     int                nchannels;
     int                nsubs;
+    uint64_t           queued;     /* entries in all client queues */
     push_client       *ready;
     push_hub_count_fn *on_count;
     push_hub_presence_fn *on_presence;
@@ -318,6 +319,7 @@ int push_hub_unsubscribe(push_hub *h, push_client *c, const char *channel)
         else
             c->queue[kept++] = c->queue[i];
     }
+    h->queued -= (uint64_t)(c->qlen - kept);
     c->qlen = kept;
     s_unlink_sub(h, s);
     pthread_mutex_unlock(&h->lock);
@@ -351,6 +353,7 @@ void push_hub_detach(push_hub *h, push_client *c)
     c->subs = NULL;
     for (int i = 0; i < c->qlen; i++)
         push_msg_unref(c->queue[i].msg);
+    h->queued -= (uint64_t)c->qlen;
     free(c->queue);
     c->queue = NULL;
     c->qlen = c->qcap = 0;
@@ -379,6 +382,7 @@ static int s_enqueue(push_hub *h, push_sub *s, push_msg *msg)
         c->queue[c->qlen].msg = msg;
         c->queue[c->qlen].sub = s;
         c->qlen++;
+        h->queued++;
     }
 wake:
     if (c->ready)
@@ -439,6 +443,7 @@ int push_hub_drain(push_hub *h, push_client *c, push_entry *out, int max, size_t
     if (c->qlen > i)
         memmove(c->queue, c->queue + i, sizeof *c->queue * (size_t)(c->qlen - i));
     c->qlen -= i;
+    h->queued -= (uint64_t)i;
     if (overflow)
         *overflow = c->overflow;
     c->overflow = 0;
@@ -475,6 +480,14 @@ void push_hub_each_presence(push_hub *h,
                 if (s->client->identity)
                     fn(arg, ch->name, s->client->identity);
     pthread_mutex_unlock(&h->lock);
+}
+
+uint64_t push_hub_queued(push_hub *h)
+{
+    pthread_mutex_lock(&h->lock);
+    uint64_t n = h->queued;
+    pthread_mutex_unlock(&h->lock);
+    return n;
 }
 
 void push_hub_totals(push_hub *h, int *channels, int *subscriptions)

@@ -141,7 +141,8 @@ void push_hub_each_presence(push_hub *h,
                             void (*fn)(void *arg, const char *channel, const char *identity),
                             void *arg);
 
-/* Totals for statistics. */
+/* Totals for statistics; queued: messages waiting in all client queues. */
 void push_hub_totals(push_hub *h, int *channels, int *subscriptions);
+uint64_t push_hub_queued(push_hub *h);
 
 #endif

@@ -128,5 +128,5 @@ static void s_stop(push_hold *h)
 }
 
 const push_transport push_longpoll_transport = {
-    .name = "longpoll", .deliver = s_deliver, .tick = s_tick, .stop = s_stop,
+    .name = "longpoll", .slot = PUSH_TP_LONGPOLL, .deliver = s_deliver, .tick = s_tick, .stop = s_stop,
 };

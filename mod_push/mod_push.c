@@ -9,6 +9,7 @@
 #include "hub.h"
 #include "link.h"
 #include "reactor.h"
+#include "status.h"
 #include "poll_format.h"
 #include "push_proto.h"
 
@@ -368,6 +369,17 @@ static apr_status_t s_child_exit(void *arg)
     return APR_SUCCESS;
 }
 
+static int s_post_config(apr_pool_t *pconf, apr_pool_t *plog, apr_pool_t *ptemp, server_rec *s)
+{
+    push_status_init(pconf, s);   /* without it, push-status reports one child */
+    return OK;
+}
+
+static void s_status_tick(void *arg)
+{
+    push_status_update(arg);
+}
+
 static void s_child_init(apr_pool_t *pchild, server_rec *s)
 {
     push_server_conf *sc = ap_get_module_config(s->module_config, &push_module);
@@ -395,6 +407,8 @@ static void s_child_init(apr_pool_t *pchild, server_rec *s)
                      "mod_push could not start in this child");
         return;
     }
+    push_status_child_init();
+    push_reactor_on_tick(ch->rx, s_status_tick, ch);
     s_child = ch;
 }
 
@@ -434,11 +448,14 @@ static int s_handler(request_rec *r)
         return push_publisher_handler(r);
     if (strcmp(r->handler, "push-presence") == 0)
         return push_presence_handler(r);
+    if (strcmp(r->handler, "push-status") == 0)
+        return push_status_handler(r);
     return DECLINED;
 }
 
 static void s_register_hooks(apr_pool_t *p)
 {
+    ap_hook_post_config(s_post_config, NULL, NULL, APR_HOOK_MIDDLE);
     ap_hook_child_init(s_child_init, NULL, NULL, APR_HOOK_MIDDLE);
     ap_hook_child_stopping(s_child_stopping, NULL, NULL, APR_HOOK_MIDDLE);
     ap_hook_suspend_connection(s_suspend_connection, NULL, NULL, APR_HOOK_MIDDLE);

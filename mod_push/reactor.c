@@ -41,6 +41,8 @@ struct push_reactor {
     int             quit;         /* atomic: leave the loop */
     int             stopping;     /* atomic: graceful stop requested */
     int             reset;        /* atomic: end every current hold once */
+    void          (*tick_fn)(void *arg);
+    void           *tick_arg;
     pthread_mutex_t lock;         /* incoming, closing_in */
     push_hold      *incoming;     /* parked by the suspend hook */
     push_hold      *closing_in;   /* finished by a worker, waiting for linger */
@@ -50,6 +52,8 @@ struct push_reactor {
     push_hold      *closing;      /* lingering or waiting to be destroyed */
     /* statistics (atomic) */
     int             nheld;
+    int             held_by[PUSH_TP_COUNT];
+    uint64_t        bytes_sent;
     uint64_t        delivered;
     uint64_t        slow_cut;
 };
@@ -102,6 +106,9 @@ void push_hold_write(push_hold *h, const char *data, size_t len)
 
 int push_hold_flush(push_hold *h)
 {
+    apr_off_t len = 0;
+    if (apr_brigade_length(h->bb, 0, &len) == APR_SUCCESS && len > 0)
+        __atomic_add_fetch(&h->rx->bytes_sent, (uint64_t)len, __ATOMIC_RELAXED);
     APR_BRIGADE_INSERT_TAIL(h->bb, s_nudge_create(h->c->bucket_alloc));
     apr_status_t rv = ap_pass_brigade(h->out, h->bb);
     apr_brigade_cleanup(h->bb);
@@ -161,6 +168,12 @@ static void s_wakeup(push_reactor *rx)
 void push_reactor_wake(void *arg)
 {
     s_wakeup(arg);
+}
+
+void push_reactor_on_tick(push_reactor *rx, void (*fn)(void *arg), void *arg)
+{
+    rx->tick_arg = arg;
+    rx->tick_fn = fn;
 }
 
 void push_reactor_reset(void *arg)
@@ -280,6 +293,7 @@ static void s_end(push_reactor *rx, push_hold *h, int aborted)
     h->events = 0;
     s_list_remove(&rx->held, h);
     __atomic_sub_fetch(&rx->nheld, 1, __ATOMIC_RELAXED);
+    __atomic_sub_fetch(&rx->held_by[h->tp->slot], 1, __ATOMIC_RELAXED);
     h->state = HOLD_FINISHING;
     finish_baton *fb = malloc(sizeof *fb);
     if (fb) {
@@ -452,6 +466,7 @@ static void s_take_incoming(push_reactor *rx)
         next = h->next;
         s_list_push(&rx->held, h);
         __atomic_add_fetch(&rx->nheld, 1, __ATOMIC_RELAXED);
+        __atomic_add_fetch(&rx->held_by[h->tp->slot], 1, __ATOMIC_RELAXED);
         h->state = HOLD_PARKED;
         s_epoll(rx, h, EPOLL_CTL_ADD, EPOLLIN | EPOLLRDHUP | EPOLLET);
         /* input may already wait in the filters (read along with the request) */
@@ -546,6 +561,8 @@ static void *s_thread(void *arg)
             || __atomic_load_n(&rx->reset, __ATOMIC_ACQUIRE)) {
             last_tick = now;
             s_tick(rx);
+            if (rx->tick_fn)
+                rx->tick_fn(rx->tick_arg);
         }
     }
     return NULL;
@@ -607,6 +624,9 @@ void push_reactor_destroy(push_reactor **rxp)
 void push_reactor_get_stats(push_reactor *rx, push_reactor_stats *out)
 {
     out->held = __atomic_load_n(&rx->nheld, __ATOMIC_RELAXED);
+    for (int i = 0; i < PUSH_TP_COUNT; i++)
+        out->held_by[i] = __atomic_load_n(&rx->held_by[i], __ATOMIC_RELAXED);
+    out->bytes_sent = __atomic_load_n(&rx->bytes_sent, __ATOMIC_RELAXED);
     out->delivered = __atomic_load_n(&rx->delivered, __ATOMIC_RELAXED);
     out->slow_cut = __atomic_load_n(&rx->slow_cut, __ATOMIC_RELAXED);
 }

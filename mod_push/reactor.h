@@ -33,8 +33,12 @@ typedef struct push_hold push_hold;
 /* What a transport does with a parked connection.  The callbacks run on
  * the reactor thread, which owns the hold.  Return 0 to keep holding, 1 to
  * end the hold (h->aborted tells whether it ends in error). */
+/* Slots of the per-transport statistics. */
+enum { PUSH_TP_SSE, PUSH_TP_LONGPOLL, PUSH_TP_WEBSOCKET, PUSH_TP_COUNT };
+
 typedef struct push_transport {
     const char *name;
+    int         slot;                            /* PUSH_TP_* */
     int (*deliver)(push_hold *h, push_entry *e, int n);
     int (*tick)(push_hold *h, apr_time_t now);   /* called when now >= h->deadline */
     void (*stop)(push_hold *h);                  /* last words before a server stop */
@@ -81,6 +85,9 @@ push_reactor *push_reactor_start(server_rec *s, push_hub *hub);
 void push_reactor_stop(push_reactor *rx);
 void push_reactor_destroy(push_reactor **rx);
 
+/* fn(arg) runs on the reactor thread at every tick (a few times a second). */
+void push_reactor_on_tick(push_reactor *rx, void (*fn)(void *arg), void *arg);
+
 /* Wake the reactor: the hub has ready clients (link thread callback). */
 void push_reactor_wake(void *rx);
 
@@ -114,7 +121,9 @@ void push_hold_end(push_hold *h, int aborted);
 /* Statistics of this child's reactor. */
 typedef struct push_reactor_stats {
     int      held;
+    int      held_by[PUSH_TP_COUNT];   /* held connections per transport */
     uint64_t delivered;
+    uint64_t bytes_sent;
     uint64_t slow_cut;
 } push_reactor_stats;
 void push_reactor_get_stats(push_reactor *rx, push_reactor_stats *out);

@@ -47,7 +47,7 @@ static void s_stop(push_hold *h)
 }
 
 const push_transport push_sse_transport = {
-    .name = "sse", .deliver = s_deliver, .tick = s_tick, .stop = s_stop,
+    .name = "sse", .slot = PUSH_TP_SSE, .deliver = s_deliver, .tick = s_tick, .stop = s_stop,
 };
 
 int push_sse_begin(push_hold *h, const push_history *hist)

@@ -491,7 +491,7 @@ static int s_readable(push_hold *h)
 }
 
 const push_transport push_ws_transport = {
-    .name = "websocket", .deliver = s_deliver, .tick = s_tick, .stop = s_stop,
+    .name = "websocket", .slot = PUSH_TP_WEBSOCKET, .deliver = s_deliver, .tick = s_tick, .stop = s_stop,
     .readable = s_readable, .upgraded = 1, .cleanup = s_cleanup,
 };
 

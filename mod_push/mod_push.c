@@ -386,7 +386,7 @@ static void s_child_init(apr_pool_t *pchild, server_rec *s)
     int async = 0;
     if (ap_mpm_query(AP_MPMQ_IS_ASYNC, &async) != APR_SUCCESS || !async) {
         ap_log_error(APLOG_MARK, APLOG_ERR, 0, s, APLOGNO(20040)
-                     "mod_push needs the event MPM; push locations will answer 500");
+                     "mod_push needs the event MPM; push locations will answer 503");
         return;
     }
     push_child *ch = calloc(1, sizeof *ch);

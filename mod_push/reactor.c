@@ -234,7 +234,7 @@ static void s_destroy_cb(void *baton)
 {
     push_hold *h = baton;
     conn_rec *c = h->c;
-    ap_log_cerror(APLOG_MARK, APLOG_TRACE1, 0, c, "destroying held connection");
+    ap_log_cerror(APLOG_MARK, APLOG_TRACE1, 0, c, APLOGNO(20015) "destroying held connection");
     /* The MPM's pool cleanup decrements its suspended count only in this state. */
     c->cs->state = CONN_STATE_SUSPENDED;
     apr_pool_destroy(c->pool);
@@ -245,7 +245,7 @@ static void s_destroy_cb(void *baton)
 static void s_finish_cb(push_hold *h)
 {
     conn_rec *c = h->c;
-    ap_log_cerror(APLOG_MARK, APLOG_TRACE1, 0, c, "finishing held %s request (aborted=%d)",
+    ap_log_cerror(APLOG_MARK, APLOG_TRACE1, 0, c, APLOGNO(20016) "finishing held %s request (aborted=%d)",
                   h->tp->name, h->aborted);
     apr_socket_timeout_set(ap_get_conn_socket(c), CLOSE_TIMEOUT);
     if (h->aborted)

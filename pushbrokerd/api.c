@@ -472,9 +472,8 @@ static void s_router_one(api *a, const push_frames *f)
     if (api_request(a->broker, f->frame, nenv, f->frame + nenv, f->count - nenv,
                     &r, &err) < 0)
         s_log_rejected("api", &f->frame[nenv], &err, PB_LOG_DEBUG);
-    if (r.count && reply_send(&r, a->router) < 0)
-        log_debug("api: reply not sent: %s", zmq_strerror(errno));
-    reply_free(&r);
+    /* at once, or held back until the message it acknowledges is committed */
+    broker_send(a->broker, a->router, &r);
 }
 
 static void s_pull_one(api *a, const push_frames *f)

@@ -35,6 +35,8 @@ typedef struct channel {
     size_t          nsubs;
     size_t          subs_cap;
     uint64_t        subscribers;  /* sum of subs[].count */
+    uint64_t        unsent_from;  /* first id not yet fanned out (0: none), while
+                                     the broker holds fan-out back for a commit */
     size_t          name_len;
     char            name[];       /* NUL-terminated */
 } channel;

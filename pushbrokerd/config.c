@@ -13,8 +13,9 @@
 
 #include "log.h"
 #include "push_proto.h"
+#include "store.h"
 
-enum value_kind { V_ENDPOINT, V_UINT, V_PATH, V_LEVEL };
+enum value_kind { V_ENDPOINT, V_UINT, V_PATH, V_LEVEL, V_FSYNC };
 
 typedef struct config_key {
     const char     *name;
@@ -35,6 +36,8 @@ static const config_key s_keys[] = {
     { "pid_file",         V_PATH, 0, 0, OFF(pid_file) },
     { "log_file",         V_PATH, 0, 0, OFF(log_file) },
     { "log_level",        V_LEVEL, 0, 0, OFF(log_level) },
+    { "data_dir",         V_PATH, 0, 0, OFF(data_dir) },
+    { "fsync",            V_FSYNC, 0, 0, OFF(fsync) },
 };
 
 static const config_key *s_key(const char *name)
@@ -103,6 +106,17 @@ static int s_set_level(int *slot, const char *v, char *err, size_t errsize)
     return 0;
 }
 
+static int s_set_fsync(int *slot, const char *v, char *err, size_t errsize)
+{
+    int policy = store_fsync_parse(v);
+    if (policy < 0) {
+        snprintf(err, errsize, "fsync: \"%s\" is not one of always, everysec, no", v);
+        return -1;
+    }
+    *slot = policy;
+    return 0;
+}
+
 int config_set(broker_config *c, const char *key, const char *value,
                char *err, size_t errsize)
 {
@@ -116,6 +130,7 @@ int config_set(broker_config *c, const char *key, const char *value,
     case V_ENDPOINT: return s_set_endpoint(slot, k, value, err, errsize);
     case V_UINT:     return s_set_uint(slot, k, value, err, errsize);
     case V_LEVEL:    return s_set_level(slot, value, err, errsize);
+    case V_FSYNC:    return s_set_fsync(slot, value, err, errsize);
     case V_PATH:
         if (!*value) {
             snprintf(err, errsize, "%s: empty path", k->name);
@@ -202,6 +217,7 @@ int config_defaults(broker_config *c)
     c->history_age = CONFIG_HISTORY_AGE_DEFAULT;
     c->max_message_size = PUSH_DEFAULT_MAX_MSG;
     c->log_level = PB_LOG_INFO;
+    c->fsync = STORE_FSYNC_EVERYSEC;
     return c->api && c->push && c->link ? 0 : -1;
 }
 
@@ -213,6 +229,7 @@ void config_free(broker_config *c)
     free(c->config_file);
     free(c->pid_file);
     free(c->log_file);
+    free(c->data_dir);
     memset(c, 0, sizeof *c);
 }
 
@@ -251,6 +268,7 @@ static int s_absolute_endpoint(char **slot)
 static int s_make_absolute(broker_config *c)
 {
     if (s_absolute(&c->pid_file, 0) < 0 || s_absolute(&c->log_file, 0) < 0
+        || s_absolute(&c->data_dir, 0) < 0
         || s_absolute_endpoint(&c->api) < 0 || s_absolute_endpoint(&c->push) < 0
         || s_absolute_endpoint(&c->link) < 0) {
         fprintf(stderr, "pushbrokerd: cannot resolve relative paths: %s\n", strerror(errno));
@@ -282,13 +300,19 @@ void config_usage(FILE *out)
 "      --history-max N        messages kept per channel (default %d, 1..%d)\n"
 "      --history-age S        seconds messages are kept (default %d, 0 = forever)\n"
 "      --max-message-size N   largest message data in bytes (default %d)\n"
+"      --data-dir DIR         keep messages in an append-only journal in DIR\n"
+"                             (created if missing); default: memory only\n"
+"      --fsync POLICY         when the journal is flushed to disk: always (before\n"
+"                             every acknowledgement), everysec (default; at most\n"
+"                             about a second later) or no (left to the kernel)\n"
 "  -h, --help                 show this help and exit\n"
 "  -V, --version              show the version and exit\n"
 "\n"
 "Config file keys: api, push, link, history_max, history_age,\n"
-"max_message_size, pid_file, log_file, log_level.  Command-line options\n"
-"override the file.  Exit status: 0 ok, 1 runtime failure (e.g. cannot bind),\n"
-"2 bad configuration or usage.\n",
+"max_message_size, pid_file, log_file, log_level, data_dir, fsync.\n"
+"Command-line options override the file.  Exit status: 0 ok, 1 runtime\n"
+"failure (e.g. cannot bind, data directory unusable), 2 bad configuration\n"
+"or usage.\n",
             PUSH_DEFAULT_API_ENDPOINT, PUSH_DEFAULT_PUSH_ENDPOINT,
             PUSH_DEFAULT_LINK_ENDPOINT, CONFIG_HISTORY_MAX_DEFAULT,
             CONFIG_HISTORY_MAX_LIMIT, CONFIG_HISTORY_AGE_DEFAULT,
@@ -297,7 +321,7 @@ void config_usage(FILE *out)
 
 enum {
     OPT_LOG = 256, OPT_LOG_LEVEL, OPT_API, OPT_PUSH, OPT_LINK,
-    OPT_HISTORY_MAX, OPT_HISTORY_AGE, OPT_MAX_MSG
+    OPT_HISTORY_MAX, OPT_HISTORY_AGE, OPT_MAX_MSG, OPT_DATA_DIR, OPT_FSYNC
 };
 
 static const struct option s_options[] = {
@@ -317,6 +341,9 @@ static const struct option s_options[] = {
     { "history_age",      required_argument, NULL, OPT_HISTORY_AGE },
     { "max-message-size", required_argument, NULL, OPT_MAX_MSG },
     { "max_message_size", required_argument, NULL, OPT_MAX_MSG },
+    { "data-dir",         required_argument, NULL, OPT_DATA_DIR },
+    { "data_dir",         required_argument, NULL, OPT_DATA_DIR },
+    { "fsync",            required_argument, NULL, OPT_FSYNC },
     { "help",             no_argument,       NULL, 'h' },
     { "version",          no_argument,       NULL, 'V' },
     { NULL, 0, NULL, 0 }
@@ -334,6 +361,8 @@ static const char *s_opt_key(int opt)
     case OPT_HISTORY_MAX: return "history_max";
     case OPT_HISTORY_AGE: return "history_age";
     case OPT_MAX_MSG:     return "max_message_size";
+    case OPT_DATA_DIR:    return "data_dir";
+    case OPT_FSYNC:       return "fsync";
     default:              return NULL;
     }
 }

@@ -7,7 +7,7 @@
  * comment.  Every problem is reported with enough context to fix it (the
  * file:line for the file, the option for the command line) and makes
  * config_parse_args() return CONFIG_FAIL, which the caller turns into exit
- * status 2.  Relative pid/log file paths and ipc:// endpoints are made
+ * status 2.  Relative pid/log file paths, the data directory and ipc:// endpoints are made
  * absolute so that they survive the chdir("/") of daemon mode.
  */
 #ifndef PUSHBROKERD_CONFIG_H
@@ -37,6 +37,8 @@ typedef struct broker_config {
     char    *log_file;          /* NULL: stderr */
     int      log_level;         /* enum log_level */
     int      daemonize;
+    char    *data_dir;          /* message store directory; NULL: memory only */
+    int      fsync;             /* enum store_fsync */
 } broker_config;
 
 enum config_result {

@@ -22,6 +22,7 @@ static history_msg *s_slot(const history *h, size_t i)
 
 static void s_drop_oldest(history *h)
 {
+    h->bytes -= h->ring[h->head]->event_len + h->ring[h->head]->data_len;
     free(h->ring[h->head]);
     h->ring[h->head] = NULL;
     h->head = (h->head + 1) % h->cap;
@@ -110,7 +111,22 @@ const history_msg *history_append(history *h, const char *event, size_t event_le
     m->time_us = time_us;
     h->ring[(h->head + h->count) % h->cap] = m;
     h->count++;
+    h->bytes += event_len + data_len;
     return m;
+}
+
+int history_skip_to(history *h, uint64_t last_id)
+{
+    if (last_id > (uint64_t)INT64_MAX) {
+        errno = EOVERFLOW;
+        return -1;
+    }
+    if (last_id <= h->last_id)
+        return 0;
+    while (h->count)
+        s_drop_oldest(h);
+    h->last_id = last_id;
+    return 0;
 }
 
 size_t history_trim_age(history *h, uint64_t now_us, uint64_t max_age_us)
@@ -141,6 +157,11 @@ uint64_t history_oldest_id(const history *h)
 size_t history_count(const history *h)
 {
     return h->count;
+}
+
+uint64_t history_bytes(const history *h)
+{
+    return h->bytes;
 }
 
 history_view history_after(const history *h, uint64_t after, size_t limit)

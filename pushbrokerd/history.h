@@ -38,6 +38,7 @@ typedef struct history {
     size_t        head;
     size_t        count;
     uint64_t      last_id;   /* 0 until the first append */
+    uint64_t      bytes;     /* sum of event_len + data_len over retained messages */
 } history;
 
 typedef struct history_limits {
@@ -63,6 +64,13 @@ const history_msg *history_append(history *h, const char *event, size_t event_le
                                   const void *data, size_t data_len,
                                   uint64_t time_us, const history_limits *lim);
 
+/* Recovery from the message store: make the next append take id
+ * last_id + 1.  When that skips ids, every retained message is dropped
+ * (retained ids must stay contiguous).  Never lowers last_id: a last_id at or
+ * below the current one changes nothing.  Returns 0, or -1 (EOVERFLOW) when
+ * last_id is beyond the id range and nothing changed. */
+int history_skip_to(history *h, uint64_t last_id);
+
 /* Drop messages published before now_us - max_age_us.  Returns how many. */
 size_t history_trim_age(history *h, uint64_t now_us, uint64_t max_age_us);
 
@@ -78,5 +86,7 @@ const history_msg *history_get(const history *h, uint64_t id);
 uint64_t history_last_id(const history *h);
 uint64_t history_oldest_id(const history *h);
 size_t   history_count(const history *h);
+/* Bytes of event names and data retained (for sizing the message store). */
+uint64_t history_bytes(const history *h);
 
 #endif

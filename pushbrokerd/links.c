@@ -337,18 +337,25 @@ static int s_publish(links *l, const push_frames *f)
     broker_err err;
     int rc = broker_publish(l->broker, fr[3].data, fr[3].size, fr[4].data, fr[4].size,
                             fr[5].data, fr[5].size, clock_real_us(), &pub, &err);
-    char id[24], subs[24];
-    push_frame out[6] = { fr[0], push_str_frame(PUSH_LINK_PUBACK), fr[2] };
-    if (rc < 0) {
-        out[3] = push_str_frame(PUSH_REP_ERR);
-        out[4] = push_str_frame(err.code);
-        out[5] = push_str_frame(err.msg);
-    } else {
-        out[3] = push_str_frame(PUSH_REP_OK);
-        out[4] = (push_frame){ id, (size_t)push_fmt_u64(id, pub.id) };
-        out[5] = (push_frame){ subs, (size_t)push_fmt_u64(subs, pub.subscribers) };
+    reply r;
+    if (reply_init(&r, 6) < 0) {
+        log_error("link: cannot answer PUBLISH: out of memory");
+        return 0;
     }
-    s_send(l, out, 6);
+    reply_frames(&r, fr, 1);
+    reply_str(&r, PUSH_LINK_PUBACK);
+    reply_frames(&r, &fr[2], 1);
+    if (rc < 0) {
+        reply_str(&r, PUSH_REP_ERR);
+        reply_str(&r, err.code);
+        reply_copy(&r, err.msg);
+    } else {
+        reply_str(&r, PUSH_REP_OK);
+        reply_u64(&r, pub.id);
+        reply_u64(&r, pub.subscribers);
+    }
+    /* at once, or held back until the message is committed */
+    broker_send(l->broker, l->socket, &r);
     return 0;
 }
 

@@ -19,9 +19,11 @@
 #include "daemon.h"
 #include "links.h"
 #include "log.h"
+#include "store.h"
 
 #define TICK_US     (100 * 1000ull)
 #define BATCH       256     /* messages per socket per wakeup, for fairness */
+#define COMPACT_POLL_MS 5   /* wakeups while a compaction child runs */
 
 static volatile sig_atomic_t s_stop;
 static volatile sig_atomic_t s_reopen;
@@ -51,6 +53,9 @@ static void s_signals(void)
     sigaction(SIGHUP, &sa, NULL);
     sa.sa_handler = SIG_IGN;
     sigaction(SIGPIPE, &sa, NULL);
+    /* a file size limit makes journal writes fail (EFBIG, handled) instead
+     * of killing the broker */
+    sigaction(SIGXFSZ, &sa, NULL);
 }
 
 static void s_maybe_reopen_log(void)
@@ -86,6 +91,8 @@ static int s_loop(api *a, links *l, broker *b)
         s_maybe_reopen_log();
         uint64_t now = clock_mono_us();
         long timeout = next_tick > now ? (long)((next_tick - now + 999) / 1000) : 0;
+        if (broker_compacting(b) && timeout > COMPACT_POLL_MS)
+            timeout = COMPACT_POLL_MS;
         if (zmq_poll(items, 3, timeout) < 0) {
             if (errno == EINTR)
                 continue;
@@ -98,7 +105,14 @@ static int s_loop(api *a, links *l, broker *b)
             api_handle_pull(a, BATCH);
         if (items[2].revents & ZMQ_POLLIN)
             links_handle(l, BATCH);
+        /* group commit: one write (and fdatasync) for the round, then the
+         * held-back acknowledgements and fan-out */
+        broker_commit(b);
         s_tick(b, l, &next_tick);
+        if (broker_fatal(b)) {
+            log_error("stopping: the message store can no longer guarantee durability");
+            return 1;
+        }
     }
     return 0;
 }
@@ -106,10 +120,13 @@ static int s_loop(api *a, links *l, broker *b)
 static void s_log_start(const broker_config *cfg, const broker *b)
 {
     log_info("starting %s: api %s, push %s, link %s, history_max %llu, "
-             "history_age %llus, max_message_size %llu, epoch %llu",
+             "history_age %llus, max_message_size %llu, data_dir %s, fsync %s, epoch %llu",
              PUSHBROKERD_VERSION, cfg->api, cfg->push, cfg->link,
              (unsigned long long)cfg->history_max, (unsigned long long)cfg->history_age,
-             (unsigned long long)cfg->max_message_size, (unsigned long long)b->epoch);
+             (unsigned long long)cfg->max_message_size,
+             cfg->data_dir ? cfg->data_dir : "(none: memory only)",
+             cfg->data_dir ? store_fsync_name(cfg->fsync) : "-",
+             (unsigned long long)b->epoch);
 }
 
 /* Everything between "ZeroMQ context exists" and "it is gone". */
@@ -125,6 +142,8 @@ static int s_serve(void *ctx, const broker_config *cfg, broker *b)
         s_log_start(cfg, b);
         daemon_ready(0);
         rc = s_loop(a, l, b);
+        /* what the last round appended goes out before the sockets close */
+        broker_commit(b);
         log_info("stopping");
         if (cfg->pid_file)
             pidfile_remove(cfg->pid_file);
@@ -142,6 +161,11 @@ static int s_run(const broker_config *cfg)
         log_error("out of memory");
         return 1;
     }
+    /* recovery comes before binding: no client sees a half-loaded broker */
+    if (broker_open_store(&b, clock_real_us()) < 0) {
+        broker_free(&b);
+        return 1;
+    }
     void *ctx = zmq_ctx_new();
     int rc = 1;
     if (!ctx)
@@ -150,6 +174,8 @@ static int s_run(const broker_config *cfg)
         rc = s_serve(ctx, cfg, &b);
     if (ctx)
         zmq_ctx_term(ctx);
+    if (broker_close_store(&b) < 0 && rc == 0)
+        rc = 1;
     broker_free(&b);
     return rc;
 }

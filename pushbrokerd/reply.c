@@ -4,6 +4,7 @@
 #include "reply.h"
 
 #include <errno.h>
+#include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
 #include <zmq.h>
@@ -105,6 +106,46 @@ void reply_take(reply *r, char *s)
 void reply_copy(reply *r, const char *s)
 {
     reply_take(r, strdup(s ? s : ""));
+}
+
+static int s_is_own(const reply *r, const push_frame *f)
+{
+    uintptr_t p = (uintptr_t)f->data;
+    if (f->size == 0)
+        return 1;   /* nothing to keep; "" is static */
+    if (p >= (uintptr_t)r->num && p < (uintptr_t)(r->num + r->cap))
+        return 1;
+    for (int i = 0; i < r->nowned; i++)
+        if (f->data == r->owned[i])
+            return 1;
+    return 0;
+}
+
+int reply_own(reply *r)
+{
+    size_t total = 0;
+    for (int i = 0; i < r->count; i++)
+        if (!s_is_own(r, &r->frame[i]))
+            total += r->frame[i].size;
+    if (total == 0)
+        return 0;
+    /* a borrowed frame exists, so fewer than count <= cap blocks are owned */
+    char *block = malloc(total);
+    if (!block) {
+        errno = ENOMEM;
+        return -1;
+    }
+    char *at = block;
+    for (int i = 0; i < r->count; i++) {
+        push_frame *f = &r->frame[i];
+        if (s_is_own(r, f))
+            continue;
+        memcpy(at, f->data, f->size);
+        f->data = at;
+        at += f->size;
+    }
+    r->owned[r->nowned++] = block;
+    return 0;
 }
 
 int reply_send(reply *r, void *socket)

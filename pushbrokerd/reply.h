@@ -43,6 +43,13 @@ void reply_frames(reply *r, const push_frame *f, int n);
 void reply_copy(reply *r, const char *s);    /* owns a copy of s */
 void reply_take(reply *r, char *s);          /* owns s (malloc'ed); NULL fails */
 
+/* Make the reply independent of the caller's memory: frames that point
+ * elsewhere than its own number slots and owned blocks are copied into one
+ * owned block, so the reply can be sent after the request's frames are gone
+ * (the broker holds replies back until their messages are committed).
+ * Returns 0, or -1 (ENOMEM) with the reply unchanged. */
+int  reply_own(reply *r);
+
 /* Send all frames as one message.  Returns 0 or -1 (errno; EINVAL when the
  * reply is failed or empty). */
 int  reply_send(reply *r, void *socket);

@@ -25,7 +25,8 @@ start() {
         echo "The demo is already running (make demo-stop first)." >&2
         exit 1
     fi
-    "$src/pushbrokerd/pushbrokerd" -c "$src/conf/pushbrokerd.conf" -d \
+    mkdir -p "$dir/data"
+    "$src/pushbrokerd/pushbrokerd" -c "$src/conf/pushbrokerd.conf" -d --data-dir "$dir/data" \
         -p "$dir/broker.pid" --log "$dir/broker.log"
     cat > "$dir/httpd.args" <<ARGS
 -d $dir -f $src/conf/httpd.conf -C "Define PUSH_RUNDIR $dir" -C "Define PUSH_SRC $src" -C "Define PUSH_PORT $port" -C "Define PUSH_MODULE $src/mod_push/.libs/mod_push.so" -C "Define PUSH_BROKER tcp://127.0.0.1:7703" ${EXTRA_CONF:+-C "Define PUSH_EXTRA_CONF $EXTRA_CONF"}

@@ -2,6 +2,7 @@
  * broker.c — see broker.h.
  */
 #include "broker.h"
+#include "presence.h"
 
 #include <errno.h>
 #include <stdarg.h>
@@ -274,7 +275,15 @@ int broker_stats_json(const broker *b, cJSON *obj, uint64_t now_mono_us)
           && json_add_u64(obj, "messages_stored", channel_table_messages(&b->channels))
           && json_add_u64(obj, "published", b->published)
           && json_add_u64(obj, "children", b->links ? links_count(b->links) : 0)
-          && json_add_u64(obj, "uptime_s", up);
+          && json_add_u64(obj, "uptime_s", up)
+          && json_add_u64(obj, "publish_rate", (uint64_t)(b->publish_rate + 0.5));
+    if (ok && b->links) {
+        uint64_t pch, pmem, pconn;
+        presence_totals(b->links->presence, &pch, &pmem, &pconn);
+        ok = json_add_u64(obj, "presence_channels", pch)
+          && json_add_u64(obj, "presence_members", pmem)
+          && json_add_u64(obj, "presence_connections", pconn);
+    }
     if (ok && b->store)
         ok = json_add_u64(obj, "log_bytes", store_size(b->store))
           && cJSON_AddStringToObject(obj, "fsync", store_fsync_name(store_policy(b->store)))
@@ -406,9 +415,26 @@ int broker_close_store(broker *b)
     return rc;
 }
 
+/* The publish rate over the last second (at least) of ticks. */
+static void s_rate(broker *b, uint64_t now_us)
+{
+    if (!b->rate_us || now_us < b->rate_us) {
+        b->rate_us = now_us;
+        b->rate_published = b->published;
+        return;
+    }
+    uint64_t dt = now_us - b->rate_us;
+    if (dt < 1000000u)
+        return;
+    b->publish_rate = (double)(b->published - b->rate_published) * 1e6 / (double)dt;
+    b->rate_us = now_us;
+    b->rate_published = b->published;
+}
+
 void broker_tick(broker *b, uint64_t now_us)
 {
     broker_commit(b);   /* retries a failed write; normally nothing to do */
+    s_rate(b, now_us);
     size_t n = channel_table_tick(&b->channels, now_us, b->cfg->history_age * 1000000u);
     if (n)
         log_debug("trimmed %zu expired messages", n);

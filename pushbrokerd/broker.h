@@ -52,6 +52,8 @@ typedef struct broker {
     uint64_t             epoch;       /* identifies this run to children */
     uint64_t             start_us;    /* monotonic clock at start */
     uint64_t             published;   /* messages accepted since start */
+    double               publish_rate; /* messages/s over the last second or so */
+    uint64_t             rate_published, rate_us;   /* where the rate was last taken */
     struct store        *store;       /* NULL: memory only */
     broker_unsent       *unsent;      /* fan-out held back, in publish order */
     size_t               nunsent, unsent_cap;

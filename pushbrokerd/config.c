@@ -32,6 +32,7 @@ static const config_key s_keys[] = {
     { "link",             V_ENDPOINT, 0, 0, OFF(link) },
     { "history_max",      V_UINT, 1, CONFIG_HISTORY_MAX_LIMIT, OFF(history_max) },
     { "history_age",      V_UINT, 0, CONFIG_HISTORY_AGE_LIMIT, OFF(history_age) },
+    { "child_timeout",    V_UINT, 2, 3600, OFF(child_timeout) },
     { "max_message_size", V_UINT, 1, CONFIG_MAX_MSG_LIMIT, OFF(max_message_size) },
     { "pid_file",         V_PATH, 0, 0, OFF(pid_file) },
     { "log_file",         V_PATH, 0, 0, OFF(log_file) },
@@ -215,6 +216,7 @@ int config_defaults(broker_config *c)
     c->link = strdup(PUSH_DEFAULT_LINK_ENDPOINT);
     c->history_max = CONFIG_HISTORY_MAX_DEFAULT;
     c->history_age = CONFIG_HISTORY_AGE_DEFAULT;
+    c->child_timeout = 10;
     c->max_message_size = PUSH_DEFAULT_MAX_MSG;
     c->log_level = PB_LOG_INFO;
     c->fsync = STORE_FSYNC_EVERYSEC;
@@ -267,7 +269,8 @@ static int s_absolute_endpoint(char **slot)
 
 static int s_make_absolute(broker_config *c)
 {
-    if (s_absolute(&c->pid_file, 0) < 0 || s_absolute(&c->log_file, 0) < 0
+    int to_syslog = c->log_file && strcmp(c->log_file, "syslog") == 0;
+    if (s_absolute(&c->pid_file, 0) < 0 || (!to_syslog && s_absolute(&c->log_file, 0) < 0)
         || s_absolute(&c->data_dir, 0) < 0
         || s_absolute_endpoint(&c->api) < 0 || s_absolute_endpoint(&c->push) < 0
         || s_absolute_endpoint(&c->link) < 0) {
@@ -292,7 +295,7 @@ void config_usage(FILE *out)
 "                             (stdout/stderr to the --log file if given)\n"
 "  -p, --pid-file FILE        write the pid to FILE after binding; removed on exit\n"
 "      --log FILE             append log lines to FILE instead of stderr\n"
-"                             (reopened on SIGHUP)\n"
+"                             (reopened on SIGHUP); --log syslog: to syslog\n"
 "      --log-level LEVEL      error, warn, info (default) or debug\n"
 "      --api EP               request/reply endpoint (default %s)\n"
 "      --push EP              fire-and-forget endpoint (default %s)\n"
@@ -300,6 +303,8 @@ void config_usage(FILE *out)
 "      --history-max N        messages kept per channel (default %d, 1..%d)\n"
 "      --history-age S        seconds messages are kept (default %d, 0 = forever)\n"
 "      --max-message-size N   largest message data in bytes (default %d)\n"
+"      --child-timeout S      seconds before a silent Apache child is forgotten,\n"
+"                             with its subscribers and presence (default 10)\n"
 "      --data-dir DIR         keep messages in an append-only journal in DIR\n"
 "                             (created if missing); default: memory only\n"
 "      --fsync POLICY         when the journal is flushed to disk: always (before\n"
@@ -308,7 +313,7 @@ void config_usage(FILE *out)
 "  -h, --help                 show this help and exit\n"
 "  -V, --version              show the version and exit\n"
 "\n"
-"Config file keys: api, push, link, history_max, history_age,\n"
+"Config file keys: api, push, link, history_max, history_age, child_timeout,\n"
 "max_message_size, pid_file, log_file, log_level, data_dir, fsync.\n"
 "Command-line options override the file.  Exit status: 0 ok, 1 runtime\n"
 "failure (e.g. cannot bind, data directory unusable), 2 bad configuration\n"
@@ -321,7 +326,7 @@ void config_usage(FILE *out)
 
 enum {
     OPT_LOG = 256, OPT_LOG_LEVEL, OPT_API, OPT_PUSH, OPT_LINK,
-    OPT_HISTORY_MAX, OPT_HISTORY_AGE, OPT_MAX_MSG, OPT_DATA_DIR, OPT_FSYNC
+    OPT_HISTORY_MAX, OPT_HISTORY_AGE, OPT_MAX_MSG, OPT_DATA_DIR, OPT_FSYNC, OPT_CHILD_TIMEOUT
 };
 
 static const struct option s_options[] = {
@@ -344,6 +349,8 @@ static const struct option s_options[] = {
     { "data-dir",         required_argument, NULL, OPT_DATA_DIR },
     { "data_dir",         required_argument, NULL, OPT_DATA_DIR },
     { "fsync",            required_argument, NULL, OPT_FSYNC },
+    { "child-timeout",    required_argument, NULL, OPT_CHILD_TIMEOUT },
+    { "child_timeout",    required_argument, NULL, OPT_CHILD_TIMEOUT },
     { "help",             no_argument,       NULL, 'h' },
     { "version",          no_argument,       NULL, 'V' },
     { NULL, 0, NULL, 0 }
@@ -363,6 +370,7 @@ static const char *s_opt_key(int opt)
     case OPT_MAX_MSG:     return "max_message_size";
     case OPT_DATA_DIR:    return "data_dir";
     case OPT_FSYNC:       return "fsync";
+    case OPT_CHILD_TIMEOUT: return "child_timeout";
     default:              return NULL;
     }
 }

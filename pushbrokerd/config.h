@@ -31,6 +31,7 @@ typedef struct broker_config {
     char    *link;
     uint64_t history_max;       /* messages kept per channel, >= 1 */
     uint64_t history_age;       /* seconds, 0 = no age limit */
+    uint64_t child_timeout;     /* seconds a silent Apache child (and its presence) lives */
     uint64_t max_message_size;  /* bytes of data per message */
     char    *config_file;       /* NULL when none */
     char    *pid_file;          /* NULL when none */

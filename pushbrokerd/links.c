@@ -122,8 +122,8 @@ void links_tick(links *l, uint64_t now_mono_us)
 {
     for (size_t i = 0; i < l->nslots; i++)
         if (l->child[i].id_len
-            && now_mono_us - l->child[i].last_seen_us > LINKS_TIMEOUT_US)
-            s_forget(l, i, "silent for 10 s");
+            && now_mono_us - l->child[i].last_seen_us > l->broker->cfg->child_timeout * 1000000u)
+            s_forget(l, i, "silent longer than child_timeout");
 }
 
 /* ---- sending ----------------------------------------------------------- */

@@ -6,7 +6,8 @@
  *    small integer (its slot) that channel.c uses for subscriber counts.
  *    Slots are reused only after the child's counts were dropped everywhere.
  *  - Any message from a known child refreshes it; a child not heard from for
- *    LINKS_TIMEOUT_US is forgotten by links_tick() and its counts drop.
+ *    child_timeout seconds (config.h) is forgotten by links_tick(): its
+ *    counts and its presence (a lease) drop.
  *  - Messages from unknown identities other than HELLO are answered with
  *    RESET (and HIST / PUBLISH / PING are still served), so a child that the
  *    broker lost (restart, timeout, reconnect) registers again.
@@ -27,7 +28,6 @@
 
 struct broker;
 
-#define LINKS_TIMEOUT_US   (10 * 1000000ull)
 #define LINKS_MAX_CHILDREN 65536
 #define LINKS_SNDHWM       100000
 /* Messages in one HIST reply, oldest first.  A child that got a full page

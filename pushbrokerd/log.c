@@ -10,6 +10,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/time.h>
+#include <syslog.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -18,6 +19,7 @@
 static int   s_level = PB_LOG_INFO;
 static int   s_fd = -1;          /* -1: stderr */
 static char *s_path;             /* kept for log_reopen() */
+static int   s_syslog;           /* log_open("syslog"): lines go to syslog(3) */
 
 static const char *const s_names[] = { "error", "warn", "info", "debug" };
 static const char *const s_tags[]  = { "ERROR", "WARN", "INFO", "DEBUG" };
@@ -59,6 +61,12 @@ int log_open(const char *path)
         log_close();
         return 0;
     }
+    if (strcmp(path, "syslog") == 0) {
+        log_close();
+        openlog("pushbrokerd", LOG_PID | LOG_NDELAY, LOG_DAEMON);
+        s_syslog = 1;
+        return 0;
+    }
     char *copy = strdup(path);
     if (!copy)
         return -1;
@@ -96,6 +104,9 @@ int log_fd(void)
 
 void log_close(void)
 {
+    if (s_syslog)
+        closelog();
+    s_syslog = 0;
     if (s_fd >= 0)
         close(s_fd);
     s_fd = -1;
@@ -133,6 +144,16 @@ void log_msg(int level, const char *fmt, ...)
         return;
     char line[LOG_LINE_MAX];
     int saved = errno;   /* callers often log right before using errno */
+    if (s_syslog) {      /* syslog adds the time, the name and the pid */
+        static const int prio[] = { LOG_ERR, LOG_WARNING, LOG_INFO, LOG_DEBUG };
+        va_list ap;
+        va_start(ap, fmt);
+        vsnprintf(line, sizeof line, fmt, ap);
+        va_end(ap);
+        syslog(prio[level], "%s: %s", s_tags[level], line);
+        errno = saved;
+        return;
+    }
     size_t n = s_stamp(line, sizeof line);
     int m = snprintf(line + n, sizeof line - n, " pushbrokerd[%ld] %s: ",
                      (long)getpid(), s_tags[level]);

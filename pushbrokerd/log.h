@@ -30,7 +30,8 @@ const char *log_level_name(int level);
 void log_set_level(int level);
 int  log_get_level(void);
 
-/* Append to path (created 0640 if missing) instead of stderr.  NULL selects
+/* Append to path (created 0640 if missing) instead of stderr; the path
+ * "syslog" sends lines to syslog(3) (facility daemon).  NULL selects
  * stderr again.  Returns 0, or -1 with errno set and the old target kept. */
 int  log_open(const char *path);
 

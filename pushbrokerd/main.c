@@ -195,7 +195,8 @@ int main(int argc, char **argv)
         config_free(&cfg);
         return 1;
     }
-    if (cfg.daemonize && daemon_start(cfg.log_file ? log_fd() : -1) < 0) {
+    int log_to_file = cfg.log_file && strcmp(cfg.log_file, "syslog") != 0;
+    if (cfg.daemonize && daemon_start(log_to_file ? log_fd() : -1) < 0) {
         log_error("cannot detach: %s", strerror(errno));
         rc = 1;
     } else {

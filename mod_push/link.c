@@ -345,10 +345,23 @@ static void s_set_up(push_link *l, int up)
                  l->endpoint);
 }
 
+/* A link that never came up says so once: a wrong endpoint or socket
+ * permissions would otherwise only show as 503s. */
+static void s_warn_never_up(push_link *l, int64_t now, int *warned)
+{
+    if (*warned || l->epoch || now - l->started_ms < 5000)
+        return;
+    *warned = 1;
+    ap_log_error(APLOG_MARK, APLOG_WARNING, 0, l->s, APLOGNO(20009)
+                 "no answer from pushbrokerd at %s since this child started: is it running, "
+                 "and may this user connect to it (ipc:// socket permissions)?", l->endpoint);
+}
+
 static void *s_thread(void *arg)
 {
     push_link *l = arg;
     int64_t last_seen = 0, last_ping = 0;
+    int warned = 0;
     s_send_hello(l);
     while (!__atomic_load_n(&l->stop, __ATOMIC_ACQUIRE)) {
         zmq_pollitem_t items[2] = {
@@ -371,6 +384,7 @@ static void *s_thread(void *arg)
         if (now - last_seen > DOWN_AFTER_MS)
             l->welcomed = 0;
         s_set_up(l, l->welcomed && now - last_seen <= DOWN_AFTER_MS);
+        s_warn_never_up(l, now, &warned);
     }
     return NULL;
 }

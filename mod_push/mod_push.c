@@ -450,6 +450,8 @@ static int s_handler(request_rec *r)
         return push_presence_handler(r);
     if (strcmp(r->handler, "push-status") == 0)
         return push_status_handler(r);
+    if (strcmp(r->handler, "push-client") == 0)
+        return push_client_handler(r);
     return DECLINED;
 }
 

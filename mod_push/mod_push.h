@@ -108,5 +108,6 @@ push_child *push_child_get(void);
 int push_subscriber_handler(request_rec *r);   /* subscribe.c */
 int push_publisher_handler(request_rec *r);    /* publish.c */
 int push_presence_handler(request_rec *r);     /* presence.c */
+int push_client_handler(request_rec *r);       /* client_script.c */
 
 #endif

@@ -245,10 +245,28 @@ void push_client_init(push_client *c, int qmax, void *owner)
 
 push_sub *push_hub_subscribe(push_hub *h, push_client *c, const char *channel)
 {
+    return push_hub_subscribe_max(h, c, channel, 0, NULL);
+}
+
+push_sub *push_hub_subscribe_max(push_hub *h, push_client *c, const char *channel, int max,
+                                 int *full)
+{
+    if (full)
+        *full = 0;
     push_sub *s = calloc(1, sizeof *s);
     if (!s)
         return NULL;
     pthread_mutex_lock(&h->lock);
+    if (max > 0) {
+        push_channel *have = s_find(h, channel, s_hash(channel));
+        if (have && have->count >= max) {
+            pthread_mutex_unlock(&h->lock);
+            free(s);
+            if (full)
+                *full = 1;
+            return NULL;
+        }
+    }
     push_channel *ch = s_get(h, channel);
     if (!ch) {
         pthread_mutex_unlock(&h->lock);
@@ -449,6 +467,14 @@ int push_hub_drain(push_hub *h, push_client *c, push_entry *out, int max, size_t
     c->overflow = 0;
     pthread_mutex_unlock(&h->lock);
     return n;
+}
+
+int push_hub_overflowed(push_hub *h, push_client *c)
+{
+    pthread_mutex_lock(&h->lock);
+    int o = c->overflow;
+    pthread_mutex_unlock(&h->lock);
+    return o;
 }
 
 int push_hub_count(push_hub *h, const char *channel)

@@ -99,6 +99,12 @@ void push_client_init(push_client *c, int qmax, void *owner);
  * of memory (nothing changed then). */
 push_sub *push_hub_subscribe(push_hub *h, push_client *c, const char *channel);
 
+/* The same, unless channel already has max (> 0) subscribers in this hub:
+ * then NULL with *full (may be NULL) set to 1.  Checked and done under the
+ * hub's lock, so concurrent subscribers never exceed max. */
+push_sub *push_hub_subscribe_max(push_hub *h, push_client *c, const char *channel, int max,
+                                 int *full);
+
 /* Owner: the client's subscription to channel, or NULL. */
 push_sub *push_hub_find(push_client *c, const char *channel);
 
@@ -126,6 +132,10 @@ int push_hub_take_ready(push_hub *h, push_client **out, int max);
  * *overflow tells whether the queue overflowed since the last call. */
 int push_hub_drain(push_hub *h, push_client *c, push_entry *out, int max, size_t max_bytes,
                    int *overflow);
+
+/* Owner: whether the client's queue overflowed since the last drain,
+ * without draining it (a client whose socket takes nothing more). */
+int push_hub_overflowed(push_hub *h, push_client *c);
 
 /* Local subscriber count of a channel (0 when unknown) and whether the
  * hub has any channel at all; for the link thread. */

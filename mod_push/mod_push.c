@@ -12,6 +12,7 @@
 #include "status.h"
 #include "poll_format.h"
 #include "push_proto.h"
+#include "push_token.h"
 
 #include "http_protocol.h"
 #include "http_request.h"
@@ -29,6 +30,7 @@
 #define DEFAULT_RETRY_AFTER       5
 #define DEFAULT_MAX_QUEUE         1000
 #define DEFAULT_WS_PING           30
+#define DEFAULT_MAX_CHANNELS      256
 
 /* Set once in child_init, before any other thread of ours starts. */
 static push_child *s_child;
@@ -66,6 +68,8 @@ static void *s_create_dir_conf(apr_pool_t *p, char *path)
     d->ws_enabled = d->ws_deflate = d->ws_ping = d->ws_publish = d->ws_raw = PUSH_UNSET;
     d->ws_max_message = PUSH_UNSET;
     d->presence_names = PUSH_UNSET;
+    d->token_secret_len = d->token_require = PUSH_UNSET;
+    d->max_channels = d->max_subscribers = d->ws_publish_rate = PUSH_UNSET;
     return d;
 }
 
@@ -88,6 +92,18 @@ static void *s_merge_dir_conf(apr_pool_t *p, void *basev, void *addv)
     MERGE(ws_publish);
     MERGE(ws_raw);
     MERGE(presence_names);
+    MERGE(token_require);
+    MERGE(max_channels);
+    MERGE(max_subscribers);
+    MERGE(ws_publish_rate);
+    if (add->token_secret) {
+        d->token_secret = add->token_secret;
+        d->token_secret_len = add->token_secret_len;
+    }
+    else {
+        d->token_secret = base->token_secret;
+        d->token_secret_len = base->token_secret_len;
+    }
     d->ws_origins = add->ws_origins ? add->ws_origins : base->ws_origins;
     d->ws_protocols = add->ws_protocols ? add->ws_protocols : base->ws_protocols;
     return d;
@@ -113,6 +129,12 @@ void push_settings_resolve(const push_dir_conf *d, push_settings *out)
     out->ws_publish = OR_DEFAULT(d->ws_publish, 0);
     out->ws_raw = OR_DEFAULT(d->ws_raw, 0);
     out->presence_names = OR_DEFAULT(d->presence_names, 0);
+    out->token_secret = d->token_secret;
+    out->token_secret_len = d->token_secret ? (size_t)d->token_secret_len : 0;
+    out->token_require = OR_DEFAULT(d->token_require, 0);
+    out->max_channels = OR_DEFAULT(d->max_channels, DEFAULT_MAX_CHANNELS);
+    out->max_subscribers = OR_DEFAULT(d->max_subscribers, 0);
+    out->ws_publish_rate = OR_DEFAULT(d->ws_publish_rate, 0);
 }
 
 /* ---- directives ------------------------------------------------------------------ */
@@ -207,6 +229,59 @@ static const char *s_set_ws_max(cmd_parms *cmd, void *dv, const char *arg)
     return err;
 }
 
+static const char *s_set_max_channels(cmd_parms *cmd, void *dv, const char *arg)
+{
+    push_dir_conf *d = dv;
+    long v = 0;
+    const char *err = s_int(cmd, arg, 1, 100000, &v);
+    if (!err)
+        d->max_channels = (int)v;
+    return err;
+}
+
+static const char *s_set_max_subscribers(cmd_parms *cmd, void *dv, const char *arg)
+{
+    push_dir_conf *d = dv;
+    long v = 0;
+    const char *err = s_int(cmd, arg, 0, 10000000, &v);
+    if (!err)
+        d->max_subscribers = (int)v;
+    return err;
+}
+
+static const char *s_set_publish_rate(cmd_parms *cmd, void *dv, const char *arg)
+{
+    push_dir_conf *d = dv;
+    long v = 0;
+    const char *err = s_int(cmd, arg, 0, 1000000, &v);
+    if (!err)
+        d->ws_publish_rate = (int)v;
+    return err;
+}
+
+/* PushTokenSecretFile: read now (as the user Apache starts as, so the file
+ * may belong to root with mode 0600); the bytes live in the config pool. */
+static const char *s_set_token_secret(cmd_parms *cmd, void *dv, const char *arg)
+{
+    push_dir_conf *d = dv;
+    const char *path = ap_server_root_relative(cmd->pool, arg);
+    unsigned char *buf = apr_palloc(cmd->pool, PUSH_TOKEN_SECRET_MAX);
+    size_t len = 0;
+    int world = 0;
+    char err[512];
+    if (!path)
+        return apr_psprintf(cmd->pool, "PushTokenSecretFile: invalid path '%s'", arg);
+    if (push_token_secret_load(path, buf, &len, &world, err, sizeof err) < 0)
+        return apr_psprintf(cmd->pool, "PushTokenSecretFile: %s", err);
+    if (world)
+        ap_log_error(APLOG_MARK, APLOG_WARNING, 0, cmd->server, APLOGNO(20073)
+                     "PushTokenSecretFile %s is readable by every user of this machine: "
+                     "anyone who reads it can mint tokens (chmod o-r %s)", path, path);
+    d->token_secret = buf;
+    d->token_secret_len = (int)len;
+    return NULL;
+}
+
 /* Lists: cmd->info is the offset of the array pointer; each use replaces
  * what an enclosing section set (that is how the merge reads them). */
 static const char *s_add_list(cmd_parms *cmd, void *dv, const char *arg)
@@ -264,6 +339,19 @@ static const command_rec s_cmds[] = {
                   "json (control messages, default) or raw (frames are published as they are)"),
     DIR_FLAG("PushPresenceNames", presence_names,
              "let unauthenticated subscribers choose their presence name with ?name= (default off)"),
+    AP_INIT_TAKE1("PushTokenSecretFile", s_set_token_secret, NULL, RSRC_CONF | ACCESS_CONF,
+                  "file holding the HMAC-SHA256 secret of channel tokens (at least 32 bytes)"),
+    AP_INIT_FLAG("PushTokenRequire", s_set_dir_flag,
+                 (void *)APR_OFFSETOF(push_dir_conf, token_require), RSRC_CONF | ACCESS_CONF,
+                 "require a signed token granting the right on the channel (default off)"),
+    AP_INIT_TAKE1("PushMaxChannels", s_set_max_channels, NULL, OR_ALL,
+                  "channels one WebSocket connection may subscribe to (default 256)"),
+    AP_INIT_TAKE1("PushMaxSubscribers", s_set_max_subscribers, NULL, OR_ALL,
+                  "subscriber connections of one channel in one server process, 0 = no limit "
+                  "(default 0)"),
+    AP_INIT_TAKE1("PushWebSocketPublishRate", s_set_publish_rate, NULL, OR_ALL,
+                  "messages per second one WebSocket connection may publish, 0 = no limit "
+                  "(default 0)"),
     { NULL }
 };
 
@@ -293,6 +381,23 @@ const char *push_request_channel(request_rec *r, const push_dir_conf *d, int *st
     return rest;
 }
 
+int push_header_has_token(const char *list, const char *token, int case_sensitive)
+{
+    size_t tlen = strlen(token);
+    for (const char *p = list; p && *p;) {
+        while (*p == ' ' || *p == '\t' || *p == ',')
+            p++;
+        const char *end = p;
+        while (*end && *end != ',' && *end != ';' && *end != ' ' && *end != '\t')
+            end++;
+        if ((size_t)(end - p) == tlen && (case_sensitive ? strncmp(p, token, tlen)
+                                                         : strncasecmp(p, token, tlen)) == 0)
+            return 1;
+        p = strchr(end, ',');
+    }
+    return 0;
+}
+
 const char *push_query_param(request_rec *r, const char *name)
 {
     size_t len = strlen(name);
@@ -312,11 +417,14 @@ const char *push_query_param(request_rec *r, const char *name)
     return NULL;
 }
 
-const char *push_request_identity(request_rec *r, const push_settings *set, int *bad)
+const char *push_request_identity(request_rec *r, const push_settings *set,
+                                  const char *token_sub, int *bad)
 {
     *bad = 0;
     if (r->user && *r->user)
         return push_identity_valid(r->user, strlen(r->user)) ? r->user : NULL;
+    if (token_sub && *token_sub)
+        return apr_pstrdup(r->pool, token_sub);
     if (!set->presence_names)
         return NULL;
     const char *name = push_query_param(r, "name");
@@ -327,6 +435,75 @@ const char *push_request_identity(request_rec *r, const push_settings *set, int 
         return NULL;
     }
     return name;
+}
+
+const char *push_request_token(request_rec *r)
+{
+    const char *auth = apr_table_get(r->headers_in, "Authorization");
+    if (auth && strncasecmp(auth, "Bearer", 6) == 0 && (auth[6] == ' ' || auth[6] == '\t')) {
+        const char *t = auth + 6;
+        while (*t == ' ' || *t == '\t')
+            t++;
+        size_t n = strlen(t);
+        while (n && (t[n - 1] == ' ' || t[n - 1] == '\t'))
+            n--;
+        return apr_pstrndup(r->pool, t, n);
+    }
+    return push_query_param(r, "token");
+}
+
+const char *push_token_message(apr_pool_t *pool, int result, const char *channel, int right)
+{
+    if (result == PUSH_TOKEN_NO_RIGHT)
+        return apr_psprintf(pool, "token does not grant %s on channel %s",
+                            push_token_right_name(right), channel);
+    return push_token_result_str((push_token_result)result);
+}
+
+void push_token_log(request_rec *r, conn_rec *c, const char *channel, int right, int result,
+                    const char *sub)
+{
+    const char *why = result == PUSH_TOKEN_NO_RIGHT ? "token does not grant this right"
+                                                    : push_token_result_str(result);
+    int with_sub = sub && *sub;
+    if (r)
+        ap_log_rerror(APLOG_MARK, APLOG_ERR, 0, r, APLOGNO(20070)
+                      "token refused for %s on channel %s: %s%s%s%s",
+                      push_token_right_name(right), channel, why,
+                      with_sub ? " (sub \"" : "", with_sub ? sub : "", with_sub ? "\")" : "");
+    else
+        ap_log_cerror(APLOG_MARK, APLOG_ERR, 0, c, APLOGNO(20070)
+                      "token refused for %s on channel %s: %s%s%s%s",
+                      push_token_right_name(right), channel, why,
+                      with_sub ? " (sub \"" : "", with_sub ? sub : "", with_sub ? "\")" : "");
+}
+
+int push_token_check(request_rec *r, const push_settings *set, const char *channel,
+                     int right, char *sub)
+{
+    char id[PUSH_IDENTITY_MAX + 1];
+    if (sub)
+        *sub = '\0';
+    if (!set->token_require)
+        return 1;
+    if (!set->token_secret) {
+        ap_log_rerror(APLOG_MARK, APLOG_ERR, 0, r, APLOGNO(20072)
+                      "PushTokenRequire is on for %s, but no PushTokenSecretFile applies: "
+                      "refusing the request", r->uri);
+        push_json_error(r, HTTP_INTERNAL_SERVER_ERROR, "internal",
+                        "token verification is not configured on this server");
+        return 0;
+    }
+    int rc = push_token_verify(set->token_secret, set->token_secret_len, push_request_token(r),
+                               (int64_t)apr_time_sec(apr_time_now()), channel, right, id);
+    if (rc == PUSH_TOKEN_OK) {
+        if (sub)
+            strcpy(sub, id);
+        return 1;
+    }
+    push_token_log(r, NULL, channel, right, rc, id);
+    push_json_error(r, HTTP_FORBIDDEN, "forbidden", push_token_message(r->pool, rc, channel, right));
+    return 0;
 }
 
 int push_json_error(request_rec *r, int status, const char *code, const char *msg)

@@ -47,6 +47,12 @@ typedef struct push_dir_conf {
     int  ws_publish;           /* PushWebSocketPublish on|off */
     int  ws_raw;               /* PushWebSocketMode raw (1) or json (0) */
     int  presence_names;       /* PushPresenceNames on|off */
+    const unsigned char *token_secret; /* PushTokenSecretFile: the secret (NULL: none) */
+    int  token_secret_len;     /* its length (PUSH_UNSET with no secret) */
+    int  token_require;        /* PushTokenRequire on|off */
+    int  max_channels;         /* PushMaxChannels, per WebSocket connection */
+    int  max_subscribers;      /* PushMaxSubscribers, per channel in one child (0: no limit) */
+    int  ws_publish_rate;      /* PushWebSocketPublishRate, messages/s per connection (0: no limit) */
 } push_dir_conf;
 
 /* Resolved values with defaults applied, copied into every held connection so
@@ -67,6 +73,12 @@ typedef struct push_settings {
     int    ws_publish;
     int    ws_raw;
     int    presence_names;
+    const unsigned char *token_secret;   /* NULL: none configured */
+    size_t token_secret_len;
+    int    token_require;
+    int    max_channels;
+    int    max_subscribers;
+    int    ws_publish_rate;
 } push_settings;
 
 void push_settings_resolve(const push_dir_conf *d, push_settings *out);
@@ -76,10 +88,39 @@ void push_settings_resolve(const push_dir_conf *d, push_settings *out);
  * not a valid channel name. */
 const char *push_request_channel(request_rec *r, const push_dir_conf *d, int *status);
 
-/* The presence identity of a subscriber: Apache's authenticated user, or
- * the ?name= the client chose where PushPresenceNames allows it; NULL for
- * none.  *bad is set when a name was given but is not acceptable. */
-const char *push_request_identity(request_rec *r, const push_settings *set, int *bad);
+/* The presence identity of a subscriber: Apache's authenticated user, the
+ * "sub" of its token (token_sub, may be NULL or ""), or the ?name= the
+ * client chose where PushPresenceNames allows it; NULL for none.  *bad is
+ * set when a name was given but is not acceptable. */
+const char *push_request_identity(request_rec *r, const push_settings *set,
+                                  const char *token_sub, int *bad);
+
+/* The client's token: "Authorization: Bearer <token>", else ?token=
+ * (NULL when neither). */
+const char *push_request_token(request_rec *r);
+
+/* Where PushTokenRequire is on, check the request's token for right (a
+ * PUSH_RIGHT_* letter) on channel.  Returns 1 when the request may go on
+ * (always when tokens are not required); 0 when it was refused: the answer
+ * (403, or 500 when no secret is configured) is written and logged, and
+ * the handler returns OK.  sub (may be NULL; PUSH_IDENTITY_MAX + 1 bytes)
+ * receives the token's identity, "" when none. */
+int push_token_check(request_rec *r, const push_settings *set, const char *channel,
+                     int right, char *sub);
+
+/* The message of a refused token (result: a push_token_result), for the
+ * client and the log: from pool, or static. */
+const char *push_token_message(apr_pool_t *pool, int result, const char *channel, int right);
+
+/* Log a refused token (never the token itself): where it was refused
+ * (r, or c when r is NULL), for which channel and right, and why. */
+void push_token_log(request_rec *r, conn_rec *c, const char *channel, int right, int result,
+                    const char *sub);
+
+/* Whether a comma-separated header value lists token exactly (parameters
+ * after ';' and surrounding spaces ignored); case-insensitive unless
+ * case_sensitive. */
+int push_header_has_token(const char *list, const char *token, int case_sensitive);
 
 /* Value of a query parameter, %-decoded (NULL when absent or undecodable). */
 const char *push_query_param(request_rec *r, const char *name);

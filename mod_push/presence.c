@@ -7,6 +7,7 @@
  */
 #include "mod_push.h"
 #include "link.h"
+#include "push_token.h"
 
 #include "http_protocol.h"
 #include "apr_strings.h"
@@ -29,6 +30,8 @@ int push_presence_handler(request_rec *r)
         return push_json_error(r, status, status == HTTP_NOT_FOUND ? "not_found" : PUSH_ERR_BAD_CHANNEL,
                                status == HTTP_NOT_FOUND ? "no channel in the URL"
                                                         : "invalid channel name");
+    if (!push_token_check(r, &set, channel, PUSH_RIGHT_PRESENCE, NULL))
+        return OK;
     push_child *ch = push_child_get();
     push_frame req[2] = { push_str_frame(PUSH_LINK_PRESENCE), push_str_frame(channel) };
     push_frames rep;

@@ -10,6 +10,7 @@
 #include "mod_push.h"
 #include "link.h"
 #include "poll_format.h"
+#include "push_token.h"
 
 #include "http_protocol.h"
 #include "apr_strings.h"
@@ -140,6 +141,8 @@ int push_publisher_handler(request_rec *r)
         return push_json_error(r, status, status == HTTP_NOT_FOUND ? "not_found" : PUSH_ERR_BAD_CHANNEL,
                                status == HTTP_NOT_FOUND ? "no channel in the URL"
                                                         : "invalid channel name");
+    if (!push_token_check(r, &set, channel, PUSH_RIGHT_PUBLISH, NULL))
+        return OK;
     char *body;
     size_t len;
     status = s_read_body(r, s_is_json(r) ? set.max_message_size * 6 + 1024 : set.max_message_size,

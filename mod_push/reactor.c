@@ -47,6 +47,7 @@ struct push_reactor {
     push_hold      *incoming;     /* parked by the suspend hook */
     push_hold      *closing_in;   /* finished by a worker, waiting for linger */
     push_hold      *returning;    /* lent to a worker, given back */
+    push_hold      *discarded;    /* never parked; to be freed by the reactor */
     /* reactor thread only */
     push_hold      *held;         /* parked holds */
     push_hold      *closing;      /* lingering or waiting to be destroyed */
@@ -152,10 +153,18 @@ static void s_free(push_hold *h)
     free(h);
 }
 
+static void s_wakeup(push_reactor *rx);
+
+/* The hold is detached at once, but freed by the reactor thread: a batch
+ * the reactor took from the hub's ready list may still point at it. */
 void push_hold_discard(push_reactor *rx, push_hold *h)
 {
     push_hub_detach(rx->hub, &h->client);
-    s_free(h);
+    pthread_mutex_lock(&rx->lock);
+    h->next = rx->discarded;
+    rx->discarded = h;
+    pthread_mutex_unlock(&rx->lock);
+    s_wakeup(rx);
 }
 
 static void s_wakeup(push_reactor *rx)
@@ -345,7 +354,12 @@ static void s_slow(push_reactor *rx, push_hold *h)
     ap_log_error(APLOG_MARK, APLOG_INFO, 0, rx->s, APLOGNO(20011)
                  "slow consumer on channel %s cut off: more than %d messages queued",
                  h->channel, h->set.max_queue);
-    s_end(rx, h, 1);
+    if (!h->tp->slow) {
+        s_end(rx, h, 1);
+        return;
+    }
+    h->tp->slow(h);
+    s_end(rx, h, h->aborted);
 }
 
 /* ---- serving a parked hold ---------------------------------------------------- */
@@ -364,6 +378,13 @@ static void s_process(push_reactor *rx, push_hold *h)
             return;
         }
         if (h->c->data_in_output_filters) {
+            /* The socket takes nothing: the queue is not drained, so its
+             * overflow is looked at here (a client that never reads again
+             * would otherwise never be cut off). */
+            if (push_hub_overflowed(rx->hub, &h->client)) {
+                s_slow(rx, h);
+                return;
+            }
             s_want_out(rx, h, 1);
             return;
         }
@@ -453,12 +474,22 @@ static void s_take_incoming(push_reactor *rx)
 {
     pthread_mutex_lock(&rx->lock);
     push_hold *list = rx->incoming, *closing = rx->closing_in, *back = rx->returning;
-    rx->incoming = rx->closing_in = rx->returning = NULL;
+    push_hold *gone = rx->discarded;
+    rx->incoming = rx->closing_in = rx->returning = rx->discarded = NULL;
     pthread_mutex_unlock(&rx->lock);
+
+    for (push_hold *h = gone, *next; h; h = next) {
+        next = h->next;
+        s_free(h);
+    }
 
     for (push_hold *h = back, *next; h; h = next) {
         next = h->next_returning;
         h->state = HOLD_PARKED;
+        /* Readiness that came while the worker had it was not looked at
+         * (edge-triggered: it will not come again): read now. */
+        if (h->tp->readable)
+            h->input_pending = 1;
         s_serve(rx, h);
     }
 
@@ -548,7 +579,8 @@ static void *s_thread(void *arg)
                 continue;
             }
             push_hold *h = evs[i].data.ptr;
-            if (h->state == HOLD_PARKED || h->state == HOLD_LINGER)
+            /* BUSY too: edge-triggered, the event would not come again */
+            if (h->state == HOLD_PARKED || h->state == HOLD_LINGER || h->state == HOLD_BUSY)
                 s_on_socket(rx, h, evs[i].events);
         }
         if (woken) {

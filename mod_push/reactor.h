@@ -42,6 +42,11 @@ typedef struct push_transport {
     int (*deliver)(push_hold *h, push_entry *e, int n);
     int (*tick)(push_hold *h, apr_time_t now);   /* called when now >= h->deadline */
     void (*stop)(push_hold *h);                  /* last words before a server stop */
+    /* Last words to a slow consumer (its queue overflowed), written without
+     * blocking.  With it, the hold then ends normally and the finishing
+     * worker flushes what it can (at most CLOSE_TIMEOUT); without it, the
+     * connection is cut at once. */
+    void (*slow)(push_hold *h);
     /* The client sent something (NULL: only its going away matters). */
     int (*readable)(push_hold *h);
     /* A connection switched to another protocol (101): no HTTP response

@@ -46,8 +46,16 @@ static void s_stop(push_hold *h)
 {
 }
 
+/* A slow consumer: the stream ends (the last chunk follows what is still
+ * buffered); EventSource reconnects with Last-Event-ID and is told of
+ * any gap. */
+static void s_slow(push_hold *h)
+{
+}
+
 const push_transport push_sse_transport = {
     .name = "sse", .slot = PUSH_TP_SSE, .deliver = s_deliver, .tick = s_tick, .stop = s_stop,
+    .slow = s_slow,
 };
 
 int push_sse_begin(push_hold *h, const push_history *hist)

@@ -10,6 +10,7 @@
 #include "transports.h"
 #include "link.h"
 #include "poll_format.h"
+#include "push_token.h"
 
 #include "http_protocol.h"
 #include "http_request.h"
@@ -210,12 +211,16 @@ static int s_hold(request_rec *r, const char *channel, const push_settings *set,
         push_hold_discard(ch->rx, h);
         h = NULL;
     }
-    push_sub *sub = h ? push_hub_subscribe(ch->hub, &h->client, channel) : NULL;
+    int full = 0;
+    push_sub *sub = h ? push_hub_subscribe_max(ch->hub, &h->client, channel,
+                                               set->max_subscribers, &full) : NULL;
     if (sub)
         sub->want_presence = pr->events;
     if (!sub) {
         if (h)
             push_hold_discard(ch->rx, h);
+        if (full)
+            return push_subscriber_limit(r, set, channel);
         return push_json_error(r, HTTP_INTERNAL_SERVER_ERROR, "internal", "out of memory");
     }
     push_history *hist;
@@ -252,6 +257,19 @@ static int s_hold(request_rec *r, const char *channel, const push_settings *set,
     return SUSPENDED;
 }
 
+int push_subscriber_limit(request_rec *r, const push_settings *set, const char *channel)
+{
+    ap_log_rerror(APLOG_MARK, APLOG_INFO, 0, r, APLOGNO(20074)
+                  "subscriber refused: channel %s has %d subscribers in this process "
+                  "(PushMaxSubscribers)", channel, set->max_subscribers);
+    apr_table_setn(r->err_headers_out, "Retry-After",
+                   apr_psprintf(r->pool, "%d", set->retry_after));
+    return push_json_error(r, HTTP_SERVICE_UNAVAILABLE, "limit",
+                           apr_psprintf(r->pool, "channel %s has reached its subscriber limit "
+                                        "(PushMaxSubscribers %d)", channel,
+                                        set->max_subscribers));
+}
+
 int push_subscriber_handler(request_rec *r)
 {
     if (!r->handler || strcmp(r->handler, "push-subscriber") != 0)
@@ -270,6 +288,13 @@ int push_subscriber_handler(request_rec *r)
         return push_json_error(r, status, status == HTTP_NOT_FOUND ? "not_found" : PUSH_ERR_BAD_CHANNEL,
                                status == HTTP_NOT_FOUND ? "no channel in the URL"
                                                         : "invalid channel name");
+    /* Tokens first: nothing else is told to a client without the right. */
+    char token_sub[PUSH_IDENTITY_MAX + 1];
+    const char *pflag = s_query_param(r, "presence");
+    int want_presence = pflag && strcmp(pflag, "0") != 0;
+    if (!push_token_check(r, &set, channel, PUSH_RIGHT_SUBSCRIBE, token_sub)
+        || (want_presence && !push_token_check(r, &set, channel, PUSH_RIGHT_PRESENCE, NULL)))
+        return OK;
     uint64_t cursor = 0;
     int has_cursor = s_cursor(r, &cursor);
     if (has_cursor < 0)
@@ -281,15 +306,15 @@ int push_subscriber_handler(request_rec *r)
 
     push_presence_req pr;
     int bad;
-    pr.identity = push_request_identity(r, &set, &bad);
-    const char *pflag = s_query_param(r, "presence");
-    pr.events = pflag && strcmp(pflag, "0") != 0;
+    pr.identity = push_request_identity(r, &set, token_sub, &bad);
+    pr.events = want_presence;
+    pr.token = set.token_require ? push_request_token(r) : NULL;
     if (bad)
         return push_json_error(r, HTTP_BAD_REQUEST, PUSH_ERR_BAD_REQUEST,
                                "name must be 1 to 128 characters of UTF-8 text");
 
     const char *upgrade = apr_table_get(r->headers_in, "Upgrade");
-    if (upgrade && ap_find_token(r->pool, upgrade, "websocket"))
+    if (push_header_has_token(upgrade, "websocket", 0))
         return push_ws_handle(r, channel, &set, has_cursor, cursor, &pr);
 
     const char *poll = s_query_param(r, "poll");

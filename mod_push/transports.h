@@ -40,7 +40,12 @@ int push_history_since(apr_pool_t *pool, conn_rec *c, const char *channel, int h
 typedef struct push_presence_req {
     const char *identity;
     int         events;
+    const char *token;      /* the client's token where PushTokenRequire is on, else NULL */
 } push_presence_req;
+
+/* Answer 503 {"error":"limit"} (PushMaxSubscribers reached) and log it;
+ * returns the handler's status. */
+int push_subscriber_limit(request_rec *r, const push_settings *set, const char *channel);
 
 /* WebSocket (websocket.c): the handler's part, for an Upgrade request. */
 int push_ws_handle(request_rec *r, const char *channel, const push_settings *set,

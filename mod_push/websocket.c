@@ -12,6 +12,7 @@
 #include "link.h"
 #include "poll_format.h"
 #include "push_proto.h"
+#include "push_token.h"
 #include "ws_deflate.h"
 #include "ws_frame.h"
 #include "utf8.h"
@@ -25,15 +26,21 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/socket.h>
 
 APLOG_USE_MODULE(push);
 
 #define WS_MAX_PENDING   256          /* commands waiting for a worker */
-#define WS_MAX_CHANNELS  256          /* channels on one socket */
 #define WS_COMPRESS_MIN  64           /* smaller messages are not worth deflating */
 #define WS_END           (-100)       /* unit callback: the connection ends */
+/* 1013 "Try Again Later" (IANA registry, after RFC 6455): sent, never
+ * accepted from a client (push_ws_close_code_valid keeps to RFC 6455). */
+#define PUSH_WS_CLOSE_TRY_AGAIN 1013
 
-enum { CMD_SUBSCRIBE, CMD_PUBLISH };
+/* Commands answered in the order they came: while any waits for a worker,
+ * the replies the reactor could give at once (pong, errors, unsubscribe)
+ * wait behind it as CMD_REPLY / CMD_UNSUBSCRIBE. */
+enum { CMD_SUBSCRIBE, CMD_PUBLISH, CMD_UNSUBSCRIBE, CMD_REPLY };
 
 typedef struct ws_cmd {
     struct ws_cmd *next;
@@ -58,6 +65,11 @@ typedef struct ws_state {
     int                   close_sent;
     int                   awaiting_pong;
     int                   ended;        /* set by the unit callback */
+    int                   running;      /* a borrowed worker is running the commands */
+    int                   nsubscribes;  /* CMD_SUBSCRIBE among cmds */
+    char                 *token;        /* the handshake's token (PushTokenRequire), or NULL */
+    double                rate_tokens;  /* PushWebSocketPublishRate: the token bucket */
+    apr_time_t            rate_at;      /* when it was last filled (0: never) */
 } ws_state;
 
 /* ---- writing frames (owner thread) ----------------------------------------------- */
@@ -66,6 +78,8 @@ static void s_frame(push_hold *h, int opcode, const void *data, size_t len)
 {
     ws_state *ws = h->tdata;
     unsigned char hdr[PUSH_WS_HEADER_MAX];
+    if (ws->close_sent)               /* nothing may follow a close frame */
+        return;
     if (ws->comp && (opcode == PUSH_WS_OP_TEXT || opcode == PUSH_WS_OP_BINARY)
         && len >= WS_COMPRESS_MIN) {
         unsigned char *z;
@@ -96,6 +110,16 @@ static void s_close(push_hold *h, unsigned code, const char *reason)
     if (ws->close_sent)
         return;
     size_t n = code ? push_ws_close_payload(payload, code, reason) : 0;
+    if (code == PUSH_WS_CLOSE_TRY_AGAIN) {
+        size_t rlen = reason ? strlen(reason) : 0;      /* ASCII, ours */
+        if (rlen > PUSH_WS_CONTROL_MAX - 2)
+            rlen = PUSH_WS_CONTROL_MAX - 2;
+        payload[0] = (unsigned char)(code >> 8);
+        payload[1] = (unsigned char)code;
+        if (rlen)
+            memcpy(payload + 2, reason, rlen);
+        n = 2 + rlen;
+    }
     s_frame(h, PUSH_WS_OP_CLOSE, payload, n);
     ws->close_sent = 1;
 }
@@ -112,8 +136,11 @@ static char *s_jstr(const char *s, size_t len)
 /* A formatted text frame.  Malloc'ed, not from a pool: a connection lives
  * long, and its pools would grow with every reply. */
 static void s_textf(push_hold *h, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+static void s_queue_text(push_hold *h, char *text, size_t len);
+
 static void s_textf(push_hold *h, const char *fmt, ...)
 {
+    ws_state *ws = h->tdata;
     char *json;
     va_list ap;
     va_start(ap, fmt);
@@ -121,6 +148,10 @@ static void s_textf(push_hold *h, const char *fmt, ...)
     va_end(ap);
     if (n < 0)
         return;
+    if (ws->cmds && !ws->running) {
+        s_queue_text(h, json, (size_t)n);      /* takes json */
+        return;
+    }
     s_frame(h, PUSH_WS_OP_TEXT, json, (size_t)n);
     free(json);
 }
@@ -145,7 +176,9 @@ static void s_message(push_hold *h, const push_msg *m)
         return;
     }
     if (h->set.ws_raw) {
-        int binary = m->event && strcmp(m->event, "~binary") == 0;
+        /* A text frame must be UTF-8 (RFC 6455 §8.1). */
+        int binary = (m->event && strcmp(m->event, "~binary") == 0)
+                     || !push_utf8_valid(m->data, m->data_len);
         s_frame(h, binary ? PUSH_WS_OP_BINARY : PUSH_WS_OP_TEXT, m->data, m->data_len);
         return;
     }
@@ -196,6 +229,15 @@ static void s_stop(push_hold *h)
     push_hold_flush(h);
 }
 
+/* A slow consumer: 1013 "try again later"; the client reconnects with its
+ * last id and is told of any gap.  Written without blocking; the worker
+ * that finishes the connection flushes what it can. */
+static void s_slow(push_hold *h)
+{
+    s_close(h, PUSH_WS_CLOSE_TRY_AGAIN, "slow consumer: too many messages queued");
+    push_hold_flush(h);
+}
+
 static void s_cleanup(push_hold *h)
 {
     ws_state *ws = h->tdata;
@@ -212,6 +254,7 @@ static void s_cleanup(push_hold *h)
         free(c->ref);
         free(c);
     }
+    free(ws->token);
     free(ws);
     h->tdata = NULL;
 }
@@ -220,6 +263,8 @@ static void s_cleanup(push_hold *h)
 
 static void s_queue(ws_state *ws, ws_cmd *cmd)
 {
+    if (cmd->op == CMD_SUBSCRIBE)
+        ws->nsubscribes++;
     if (ws->cmds_tail)
         ws->cmds_tail->next = cmd;
     else
@@ -236,6 +281,69 @@ static char *s_dup(const char *s, size_t len)
         d[len] = '\0';
     }
     return d;
+}
+
+/* Where PushTokenRequire is on: may this connection do right on channel?
+ * The token is the command's "token" member when it has one (root may be
+ * NULL), else the handshake's.  Returns 1, or 0 after logging why and, in
+ * JSON mode, answering {"type":"error","code":"forbidden",...}; *result
+ * (may be NULL) gets the push_token_result. */
+static int s_allowed(push_hold *h, const cJSON *root, const char *channel, int right,
+                     const char *ref, int *result)
+{
+    ws_state *ws = h->tdata;
+    if (result)
+        *result = PUSH_TOKEN_OK;
+    if (!h->set.token_require)
+        return 1;
+    const cJSON *tj = root ? cJSON_GetObjectItemCaseSensitive(root, "token") : NULL;
+    char sub[PUSH_IDENTITY_MAX + 1] = "";
+    int rc;
+    if (!h->set.token_secret)
+        rc = PUSH_TOKEN_BAD_SIGNATURE;      /* the handshake was refused already */
+    else if (tj && !cJSON_IsString(tj))
+        rc = PUSH_TOKEN_MALFORMED;
+    else
+        rc = push_token_verify(h->set.token_secret, h->set.token_secret_len,
+                               tj ? tj->valuestring : ws->token,
+                               (int64_t)apr_time_sec(apr_time_now()), channel, right, sub);
+    if (rc == PUSH_TOKEN_OK)
+        return 1;
+    if (result)
+        *result = rc;
+    push_token_log(NULL, h->c, channel, right, rc, sub);
+    if (!h->set.ws_raw) {
+        char *msg = NULL;
+        if (rc == PUSH_TOKEN_NO_RIGHT && asprintf(&msg, "token does not grant %s on channel %s",
+                                                  push_token_right_name(right), channel) < 0)
+            msg = NULL;
+        s_error(h, "forbidden", msg ? msg : push_token_result_str(rc), ref);
+        free(msg);
+    }
+    return 0;
+}
+
+/* PushWebSocketPublishRate: a token bucket holding at most `rate` publishes,
+ * filled with `rate` a second.  Returns 1 when this publish may go. */
+static int s_rate_ok(push_hold *h)
+{
+    ws_state *ws = h->tdata;
+    int rate = h->set.ws_publish_rate;
+    if (rate <= 0)
+        return 1;
+    apr_time_t now = apr_time_now();
+    if (!ws->rate_at)
+        ws->rate_tokens = rate;
+    else if (now > ws->rate_at) {
+        ws->rate_tokens += (double)(now - ws->rate_at) * rate / (double)APR_USEC_PER_SEC;
+        if (ws->rate_tokens > rate)
+            ws->rate_tokens = rate;
+    }
+    ws->rate_at = now;
+    if (ws->rate_tokens < 1.0)
+        return 0;
+    ws->rate_tokens -= 1.0;
+    return 1;
 }
 
 /* Queue a publish of data to channel; returns 0, or a close code. */
@@ -280,11 +388,20 @@ static int s_cmd_subscribe(push_hold *h, const cJSON *root, const char *ref)
         s_error(h, PUSH_ERR_BAD_REQUEST, "last_id must be a message id", ref);
         return 0;
     }
+    int presence = cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(root, "presence"));
+    if (!s_allowed(h, root, channel, PUSH_RIGHT_SUBSCRIBE, ref, NULL)
+        || (presence && !s_allowed(h, root, channel, PUSH_RIGHT_PRESENCE, ref, NULL)))
+        return 0;
     int n = 0;
     for (push_sub *s = h->client.subs; s; s = s->client_next)
         n++;
-    if (n + ws->ncmds >= WS_MAX_CHANNELS) {
-        s_error(h, "limit", "too many channels on this connection", ref);
+    if (!push_hub_find(&h->client, channel) && n + ws->nsubscribes >= h->set.max_channels) {
+        char *msg = NULL;
+        if (asprintf(&msg, "too many channels on this connection (PushMaxChannels %d)",
+                     h->set.max_channels) < 0)
+            msg = NULL;
+        s_error(h, "limit", msg ? msg : "too many channels on this connection", ref);
+        free(msg);
         return 0;
     }
     ws_cmd *cmd = calloc(1, sizeof *cmd);
@@ -295,29 +412,59 @@ static int s_cmd_subscribe(push_hold *h, const cJSON *root, const char *ref)
     cmd->ref = ref ? strdup(ref) : NULL;
     cmd->has_cursor = last != NULL;
     cmd->cursor = last ? (uint64_t)last->valuedouble : 0;
-    cmd->presence = cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(root, "presence"));
+    cmd->presence = presence;
     s_queue(ws, cmd);
     return cmd->channel && (!ref || cmd->ref) ? 0 : PUSH_WS_CLOSE_INTERNAL;
 }
 
-static int s_cmd_unsubscribe(push_hold *h, const cJSON *root, const char *ref)
+static void s_do_unsubscribe(push_hold *h, const char *channel, const char *ref)
 {
-    const char *channel = s_channel_arg(root);
-    if (!channel) {
-        s_error(h, PUSH_ERR_BAD_CHANNEL, "invalid channel name", ref);
-        return 0;
-    }
     push_child *ch = push_child_get();
     if (!push_hub_unsubscribe(ch->hub, &h->client, channel)) {
         s_error(h, "not_subscribed", "not subscribed to this channel", ref);
-        return 0;
+        return;
     }
     char *c = s_jstr(channel, strlen(channel));
     if (c)
         s_textf(h, "{\"type\":\"unsubscribed\",\"channel\":%s%s%s}", c,
                 ref ? ",\"ref\":" : "", ref ? ref : "");
     free(c);
-    return 0;
+}
+
+static int s_cmd_unsubscribe(push_hold *h, const cJSON *root, const char *ref)
+{
+    ws_state *ws = h->tdata;
+    const char *channel = s_channel_arg(root);
+    if (!channel) {
+        s_error(h, PUSH_ERR_BAD_CHANNEL, "invalid channel name", ref);
+        return 0;
+    }
+    if (!ws->cmds) {
+        s_do_unsubscribe(h, channel, ref);
+        return 0;
+    }
+    ws_cmd *cmd = calloc(1, sizeof *cmd);
+    if (!cmd)
+        return PUSH_WS_CLOSE_INTERNAL;
+    cmd->op = CMD_UNSUBSCRIBE;
+    cmd->channel = strdup(channel);
+    cmd->ref = ref ? strdup(ref) : NULL;
+    s_queue(ws, cmd);
+    return cmd->channel && (!ref || cmd->ref) ? 0 : PUSH_WS_CLOSE_INTERNAL;
+}
+
+/* A reply waiting behind earlier commands; takes text (malloc'ed). */
+static void s_queue_text(push_hold *h, char *text, size_t len)
+{
+    ws_cmd *cmd = calloc(1, sizeof *cmd);
+    if (!cmd) {
+        free(text);
+        return;
+    }
+    cmd->op = CMD_REPLY;
+    cmd->data = text;
+    cmd->len = len;
+    s_queue(h->tdata, cmd);
 }
 
 static int s_cmd_publish(push_hold *h, const cJSON *root, const char *ref)
@@ -342,6 +489,17 @@ static int s_cmd_publish(push_hold *h, const cJSON *root, const char *ref)
         s_error(h, PUSH_ERR_BAD_REQUEST, "\"event\" must be a short token", ref);
         return 0;
     }
+    if (!s_allowed(h, root, channel, PUSH_RIGHT_PUBLISH, ref, NULL))
+        return 0;
+    if (!s_rate_ok(h)) {
+        char *msg = NULL;
+        if (asprintf(&msg, "more than %d messages a second (PushWebSocketPublishRate); "
+                     "not published", h->set.ws_publish_rate) < 0)
+            msg = NULL;
+        s_error(h, "rate_limited", msg ? msg : "publish rate exceeded; not published", ref);
+        free(msg);
+        return 0;
+    }
     return s_queue_publish(h, channel, data->valuestring, strlen(data->valuestring),
                            cJSON_IsString(ev) && *ev->valuestring ? ev->valuestring : NULL, ref);
 }
@@ -355,6 +513,12 @@ static int s_command(push_hold *h, const char *text, size_t len)
     }
     const char *end = NULL;
     cJSON *root = cJSON_ParseWithLengthOpts(text, len, &end, 0);
+    while (root && end < text + len && strchr(" \t\r\n", *end))
+        end++;
+    if (root && end != text + len) {          /* one JSON object, nothing after it */
+        cJSON_Delete(root);
+        root = NULL;
+    }
     if (!cJSON_IsObject(root)) {
         cJSON_Delete(root);
         s_error(h, PUSH_ERR_BAD_REQUEST, "malformed JSON", NULL);
@@ -404,8 +568,13 @@ static int s_data(push_hold *h, const push_ws_unit *u)
     }
     int rc = 0;
     if (h->set.ws_raw) {
+        int why;
         if (!h->set.ws_publish)
             s_close(h, PUSH_WS_CLOSE_POLICY, "publishing is not allowed here"), rc = WS_END;
+        else if (!s_allowed(h, NULL, h->channel, PUSH_RIGHT_PUBLISH, NULL, &why))
+            s_close(h, PUSH_WS_CLOSE_POLICY, push_token_result_str(why)), rc = WS_END;
+        else if (!s_rate_ok(h))
+            s_close(h, PUSH_WS_CLOSE_POLICY, "publish rate exceeded"), rc = WS_END;
         else
             rc = s_queue_publish(h, h->channel, (const char *)data, len,
                                  u->opcode == PUSH_WS_OP_BINARY ? "~binary" : NULL, NULL);
@@ -458,8 +627,16 @@ static int s_readable(push_hold *h)
         apr_brigade_cleanup(ws->in);
         apr_status_t rv = ap_get_brigade(h->c->input_filters, ws->in, AP_MODE_READBYTES,
                                          APR_NONBLOCK_READ, 16384);
-        if (APR_STATUS_IS_EAGAIN(rv) || (rv == APR_SUCCESS && APR_BRIGADE_EMPTY(ws->in)))
+        if (APR_STATUS_IS_EAGAIN(rv) || (rv == APR_SUCCESS && APR_BRIGADE_EMPTY(ws->in))) {
+            /* A non-blocking read reports the peer's FIN only as "nothing
+             * yet", and edge-triggered epoll says no more: look at the socket. */
+            char b;
+            if (recv(h->fd, &b, 1, MSG_PEEK | MSG_DONTWAIT) == 0) {
+                h->aborted = !ws->close_sent;
+                return 1;
+            }
             break;
+        }
         if (rv != APR_SUCCESS) {
             h->aborted = !ws->close_sent;
             return 1;
@@ -478,7 +655,15 @@ static int s_readable(push_hold *h)
             if (rc == WS_END || rc > 0) {
                 if (rc > 0)
                     s_close(h, (unsigned)rc, NULL);
-                push_hold_flush(h);
+                if (push_hold_flush(h) < 0)
+                    return 1;
+                /* Publishes that came before the end are still done; then
+                 * the reactor ends the connection (close_sent). */
+                for (ws_cmd *c = ws->cmds; c && ws->close_sent; c = c->next)
+                    if (c->op == CMD_PUBLISH) {
+                        push_hold_borrow(h, s_run_cmds);
+                        return 0;
+                    }
                 return 1;
             }
         }
@@ -492,7 +677,7 @@ static int s_readable(push_hold *h)
 
 const push_transport push_ws_transport = {
     .name = "websocket", .slot = PUSH_TP_WEBSOCKET, .deliver = s_deliver, .tick = s_tick, .stop = s_stop,
-    .readable = s_readable, .upgraded = 1, .cleanup = s_cleanup,
+    .slow = s_slow, .readable = s_readable, .upgraded = 1, .cleanup = s_cleanup,
 };
 
 /* ---- commands that need the broker (a borrowed worker, or the handler) ------------- */
@@ -508,8 +693,19 @@ static void s_subscribe(push_hold *h, apr_pool_t *p, const char *channel, int ha
 {
     push_child *ch = push_child_get();
     push_sub *sub = push_hub_find(&h->client, channel);
-    if (!sub && !(sub = push_hub_subscribe(ch->hub, &h->client, channel))) {
-        s_error(h, "internal", "out of memory", ref);
+    int full = 0;
+    if (!sub && !(sub = push_hub_subscribe_max(ch->hub, &h->client, channel,
+                                               h->set.max_subscribers, &full))) {
+        if (!full) {
+            s_error(h, "internal", "out of memory", ref);
+            return;
+        }
+        ap_log_cerror(APLOG_MARK, APLOG_INFO, 0, h->c, APLOGNO(20075)
+                      "WebSocket subscribe refused: channel %s has %d subscribers in this "
+                      "process (PushMaxSubscribers)", channel, h->set.max_subscribers);
+        s_error(h, "limit", apr_psprintf(p, "channel %s has reached its subscriber limit "
+                                         "(PushMaxSubscribers %d)", channel,
+                                         h->set.max_subscribers), ref);
         return;
     }
     sub->want_presence = presence;
@@ -578,6 +774,7 @@ static void s_run_cmds(push_hold *h)
     apr_pool_t *p;
     if (apr_pool_create(&p, h->c->pool) != APR_SUCCESS)
         return;
+    ws->running = 1;
     while (ws->cmds) {
         ws_cmd *cmd = ws->cmds;
         ws->cmds = cmd->next;
@@ -585,8 +782,16 @@ static void s_run_cmds(push_hold *h)
             ws->cmds_tail = NULL;
         ws->ncmds--;
         if (cmd->op == CMD_SUBSCRIBE)
+            ws->nsubscribes--;
+        if (cmd->op == CMD_SUBSCRIBE && ws->close_sent)
+            ;                         /* closing: only publishes are still done */
+        else if (cmd->op == CMD_SUBSCRIBE)
             s_subscribe(h, p, cmd->channel, cmd->has_cursor, cmd->cursor, cmd->presence,
                         cmd->ref);
+        else if (cmd->op == CMD_UNSUBSCRIBE)
+            s_do_unsubscribe(h, cmd->channel, cmd->ref);
+        else if (cmd->op == CMD_REPLY)
+            s_frame(h, PUSH_WS_OP_TEXT, cmd->data, cmd->len);
         else
             s_publish(h, p, cmd);
         free(cmd->channel);
@@ -596,6 +801,7 @@ static void s_run_cmds(push_hold *h)
         free(cmd);
         apr_pool_clear(p);
     }
+    ws->running = 0;
     apr_pool_destroy(p);
     push_hold_flush(h);
     if (ws->close_sent)
@@ -606,7 +812,7 @@ static void s_run_cmds(push_hold *h)
 
 static int s_token_in(const char *list, const char *token)
 {
-    return list && ap_find_token(NULL, list, token);
+    return push_header_has_token(list, token, 0);
 }
 
 static int s_origin_allowed(request_rec *r, const push_settings *set)
@@ -629,7 +835,7 @@ static const char *s_subprotocol(request_rec *r, const push_settings *set)
         return NULL;
     const char **ours = (const char **)set->ws_protocols->elts;
     for (int i = 0; i < set->ws_protocols->nelts; i++)
-        if (ap_find_token(r->pool, offer, ours[i]))
+        if (push_header_has_token(offer, ours[i], 1))   /* subprotocols: case-sensitive */
             return ours[i];
     return NULL;
 }
@@ -653,6 +859,7 @@ static int s_check_request(request_rec *r, const push_settings *set)
         return s_refuse(r, HTTP_BAD_REQUEST, "missing or malformed Sec-WebSocket-Key");
     if (!version || strcmp(version, "13") != 0) {
         apr_table_setn(r->err_headers_out, "Sec-WebSocket-Version", "13");
+        apr_table_setn(r->err_headers_out, "Upgrade", "websocket");   /* RFC 7231 §6.5.15 */
         return s_refuse(r, HTTP_UPGRADE_REQUIRED, "unsupported Sec-WebSocket-Version; use 13");
     }
     if (!s_origin_allowed(r, set)) {
@@ -718,13 +925,18 @@ int push_ws_handle(request_rec *r, const char *channel, const push_settings *set
     if (st != OK || r->status != HTTP_OK)
         return st;
     push_child *ch = push_child_get();
+    /* Refused before the 101 when it is known already (the subscription
+     * itself checks again, under the hub's lock). */
+    if (set->max_subscribers > 0 && push_hub_count(ch->hub, channel) >= set->max_subscribers)
+        return push_subscriber_limit(r, set, channel);
     char accept[29], extensions[PUSH_WS_DEFLATE_RESPONSE_MAX];
     push_ws_accept_key(apr_table_get(r->headers_in, "Sec-WebSocket-Key"), accept);
     push_hold *h = push_hold_new(ch->rx, r, &push_ws_transport, set, channel);
     if (!h || !(h->tdata = s_state_new(r, set, apr_table_get(r->headers_in,
                                                              "Sec-WebSocket-Extensions"),
                                        extensions))
-        || (pr->identity && !(h->client.identity = strdup(pr->identity)))) {
+        || (pr->identity && !(h->client.identity = strdup(pr->identity)))
+        || (pr->token && !(((ws_state *)h->tdata)->token = strdup(pr->token)))) {
         if (h)
             push_hold_discard(ch->rx, h);
         return push_json_error(r, HTTP_INTERNAL_SERVER_ERROR, "internal", "out of memory");

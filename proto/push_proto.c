@@ -164,7 +164,14 @@ int push_identity_valid(const char *s, size_t len)
         unsigned char c = (unsigned char)s[i];
         size_t n = c < 0x80 ? 1 : (c & 0xe0) == 0xc0 ? 2 : (c & 0xf0) == 0xe0 ? 3
                  : (c & 0xf8) == 0xf0 ? 4 : 0;
-        if (n == 0 || i + n > len || c < 0x20 || c == 0x7f || (n == 2 && c < 0xc2))
+        if (n == 0 || i + n > len || c < 0x20 || c == 0x7f || (n == 2 && c < 0xc2)
+            || c > 0xf4)
+            return 0;
+        /* second byte (Unicode Table 3-7): no overlong 3- or 4-byte forms,
+         * no surrogates, nothing above U+10FFFF */
+        unsigned char c1 = n > 1 ? (unsigned char)s[i + 1] : 0x80;
+        if ((c == 0xe0 && c1 < 0xa0) || (c == 0xed && c1 > 0x9f)
+            || (c == 0xf0 && c1 < 0x90) || (c == 0xf4 && c1 > 0x8f))
             return 0;
         for (size_t k = 1; k < n; k++)
             if (((unsigned char)s[i + k] & 0xc0) != 0x80)

@@ -84,7 +84,7 @@ size_t links_count(const links *l)
 static long s_find(const links *l, const push_frame *id)
 {
     for (size_t i = 0; i < l->nslots; i++)
-        if (l->child[i].id_len == id->size
+        if (l->child[i].id_len && l->child[i].id_len == id->size   /* not a free slot */
             && memcmp(l->child[i].id, id->data, id->size) == 0)
             return (long)i;
     return -1;

@@ -29,7 +29,7 @@ start() {
     "$src/pushbrokerd/pushbrokerd" -c "$src/conf/pushbrokerd.conf" -d --data-dir "$dir/data" \
         -p "$dir/broker.pid" --log "$dir/broker.log"
     cat > "$dir/httpd.args" <<ARGS
--d $dir -f $src/conf/httpd.conf -C "Define PUSH_RUNDIR $dir" -C "Define PUSH_SRC $src" -C "Define PUSH_PORT $port" -C "Define PUSH_MODULE $src/mod_push/.libs/mod_push.so" -C "Define PUSH_BROKER tcp://127.0.0.1:7703" ${EXTRA_CONF:+-C "Define PUSH_EXTRA_CONF $EXTRA_CONF"}
+-d $dir -f $src/conf/httpd.conf -C "Define PUSH_RUNDIR $dir" -C "Define PUSH_SRC $src" -C "Define PUSH_PORT $port" -C "Define PUSH_MODULE $src/mod_push/.libs/mod_push.so" -C "Define PUSH_BROKER tcp://127.0.0.1:7703" -C "Define PUSH_DEMO 1" ${EXTRA_CONF:+-C "Define PUSH_EXTRA_CONF $EXTRA_CONF"}
 ARGS
     eval "\"$httpd\" $(cat "$dir/httpd.args") -k start"
     i=0
@@ -44,11 +44,12 @@ ARGS
     cat <<MSG
 
 mod_push demo running.
-  Open:     http://127.0.0.1:$port/            (live messages of channel "demo")
-  Publish:  clients/c/pushctl publish demo "hello from pushctl"
-            curl --data 'hello from curl' http://127.0.0.1:$port/pub/demo
-            php clients/php/publish.php demo "hello from PHP"
-  Watch:    curl -N -H 'Accept: text/event-stream' http://127.0.0.1:$port/sub/demo
+  Open:     http://127.0.0.1:$port/            (live chat; rooms are channels: /#lobby, /#demo)
+  Publish:  clients/c/pushctl publish lobby '{"from":"pushctl","text":"hello"}'
+            curl --data 'hello from curl' http://127.0.0.1:$port/pub/lobby
+            php clients/php/publish.php lobby "hello from PHP"
+  Watch:    curl -N -H 'Accept: text/event-stream' http://127.0.0.1:$port/sub/lobby
+  Who:      curl http://127.0.0.1:$port/presence/lobby
   Logs:     $dir/error.log  $dir/broker.log
   Stop:     make demo-stop
 MSG

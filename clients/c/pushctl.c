@@ -11,6 +11,7 @@
 #include "pushclient.h"
 #include "pushctl_args.h"
 #include "push_proto.h"
+#include "push_token.h"
 
 #include <errno.h>
 #include <stdio.h>
@@ -19,6 +20,7 @@
 #include <time.h>
 #include <zmq.h>
 #include <cjson/cJSON.h>
+#include <openssl/crypto.h>
 
 #ifndef PACKAGE_VERSION
 #define PACKAGE_VERSION "0.1.0"
@@ -61,6 +63,14 @@ static void s_usage(FILE *out)
 "  presence CHANNEL\n"
 "        Print who is present on CHANNEL (JSON): {\"channel\":..,\"count\":N,\n"
 "        \"members\":[{\"identity\":..,\"connections\":N,\"since\":<µs>},..]}\n"
+"  token --secret-file FILE --channel PATTERN [--channel PATTERN]... --rights RIGHTS\n"
+"        [--sub IDENTITY] [--ttl SECONDS]\n"
+"        Print a signed token for mod_push locations with PushTokenRequire on\n"
+"        (the broker is not asked). FILE is the PushTokenSecretFile of the\n"
+"        server; PATTERN a channel name, a prefix ending in * (room:*), or *;\n"
+"        RIGHTS letters of s (subscribe), p (publish), l (presence); IDENTITY\n"
+"        the holder's presence identity; the token expires after SECONDS\n"
+"        (default %d).\n"
 "\n"
 "Options (anywhere on the line; \"--\" ends options):\n"
 "  --api ENDPOINT    request/reply endpoint (env PUSH_API, default %s)\n"
@@ -80,8 +90,10 @@ static void s_usage(FILE *out)
 "Examples:\n"
 "  pushctl publish news 'hello world' --event update\n"
 "  date | pushctl publish clock -\n"
-"  pushctl history news --after 41 --limit 10\n",
-            PUSH_DEFAULT_API_ENDPOINT, PUSH_DEFAULT_PUSH_ENDPOINT,
+"  pushctl history news --after 41 --limit 10\n"
+"  pushctl token --secret-file /etc/apache2/push.secret --channel 'room:*' \\\n"
+"          --rights sl --sub alice --ttl 600\n",
+            PUSHCTL_TTL_DEFAULT, PUSH_DEFAULT_API_ENDPOINT, PUSH_DEFAULT_PUSH_ENDPOINT,
             PUSHCLIENT_DEFAULT_TIMEOUT);
 }
 
@@ -281,6 +293,36 @@ static int s_cmd_ping(pushclient_t *client)
     return EXIT_OK;
 }
 
+/* Mint a token: no broker involved. */
+static int s_cmd_token(const pushctl_args_t *a)
+{
+    unsigned char secret[PUSH_TOKEN_SECRET_MAX];
+    size_t len = 0;
+    int world = 0;
+    char err[512];
+    if (push_token_secret_load(a->secret_file, secret, &len, &world, err, sizeof err) < 0) {
+        fprintf(stderr, "pushctl: %s\n", err);
+        return EXIT_USAGE;
+    }
+    if (world)
+        fprintf(stderr, "pushctl: warning: %s is readable by every user of this machine\n",
+                a->secret_file);
+    int64_t now = (int64_t)time(NULL);
+    char *tok = push_token_mint(secret, len, a->sub, a->channels, a->nchannels, a->rights,
+                                now, now + a->ttl);
+    int e = errno;
+    OPENSSL_cleanse(secret, sizeof secret);
+    if (!tok) {
+        fprintf(stderr, "pushctl: cannot mint the token: %s\n",
+                e == EINVAL ? "it would be longer than 4096 bytes (fewer --channel)"
+                            : strerror(e));
+        return e == EINVAL ? EXIT_USAGE : EXIT_COMM;
+    }
+    puts(tok);
+    free(tok);
+    return EXIT_OK;
+}
+
 int main(int argc, char **argv)
 {
     pushctl_args_t a;
@@ -298,6 +340,15 @@ int main(int argc, char **argv)
         zmq_version(&major, &minor, &patch);
         printf("pushctl %s (libzmq %d.%d.%d)\n", PACKAGE_VERSION, major, minor, patch);
         return EXIT_OK;
+    }
+
+    if (a.cmd == PUSHCTL_CMD_TOKEN) {
+        int status = s_cmd_token(&a);
+        if (fflush(stdout) != 0 && status == EXIT_OK) {
+            fprintf(stderr, "pushctl: cannot write output: %s\n", strerror(errno));
+            status = EXIT_COMM;
+        }
+        return status;
     }
 
     pushclient_t *client = pushclient_new(a.api, a.push);

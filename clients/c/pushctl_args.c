@@ -4,6 +4,7 @@
  */
 #include "pushctl_args.h"
 #include "push_proto.h"
+#include "push_token.h"
 
 #include <stdarg.h>
 #include <stdio.h>
@@ -34,7 +35,8 @@ static int s_parse_u64(const char *s, uint64_t *out)
 static int s_takes_value(const char *name)
 {
     static const char *const with_value[] = {
-        "api", "push", "timeout", "event", "after", "limit", NULL
+        "api", "push", "timeout", "event", "after", "limit",
+        "secret-file", "channel", "rights", "sub", "ttl", NULL
     };
     for (int i = 0; with_value[i]; i++)
         if (strcmp(name, with_value[i]) == 0)
@@ -82,6 +84,8 @@ int pushctl_args_parse(pushctl_args_t *out, int argc, char **argv,
     const char *pos[8];
     int npos = 0, options_done = 0;
     int have_event = 0, have_after = 0, have_limit = 0;
+    int have_ttl = 0;
+    a.ttl = PUSHCTL_TTL_DEFAULT;
 
     for (int i = 1; i < argc; i++) {
         const char *arg = argv[i];
@@ -145,6 +149,40 @@ int pushctl_args_parse(pushctl_args_t *out, int argc, char **argv,
                               value);
             have_limit = 1;
         }
+        else if (strcmp(name, "secret-file") == 0) {
+            if (!*value)
+                return s_fail(err, errlen, "option --secret-file needs a file name");
+            a.secret_file = value;
+        }
+        else if (strcmp(name, "channel") == 0) {
+            if (!push_token_pattern_valid(value, strlen(value)))
+                return s_fail(err, errlen, "--channel: '%s' is not a channel name or pattern "
+                              "(name, prefix*, or *)", value);
+            if (a.nchannels == PUSHCTL_TOKEN_CHANNELS_MAX)
+                return s_fail(err, errlen, "at most %d --channel options",
+                              PUSHCTL_TOKEN_CHANNELS_MAX);
+            a.channels[a.nchannels++] = value;
+        }
+        else if (strcmp(name, "rights") == 0) {
+            if (!push_token_rights_valid(value))
+                return s_fail(err, errlen, "--rights: '%s' is not 1 to 3 distinct letters of "
+                              "s (subscribe), p (publish), l (presence)", value);
+            a.rights = value;
+        }
+        else if (strcmp(name, "sub") == 0) {
+            if (!push_identity_valid(value, strlen(value)))
+                return s_fail(err, errlen, "--sub: the identity must be 1 to %d bytes of UTF-8 "
+                              "text without control characters", PUSH_IDENTITY_MAX);
+            a.sub = value;
+        }
+        else if (strcmp(name, "ttl") == 0) {
+            uint64_t t;
+            if (s_parse_u64(value, &t) < 0 || t == 0 || t > (uint64_t)PUSHCTL_TTL_MAX)
+                return s_fail(err, errlen, "--ttl: '%s' is not a number of seconds (1..%lld)",
+                              value, (long long)PUSHCTL_TTL_MAX);
+            a.ttl = (int64_t)t;
+            have_ttl = 1;
+        }
         else if (strcmp(name, "no-ack") == 0)
             a.no_ack = 1;
         else if (strcmp(name, "json") == 0)
@@ -185,6 +223,10 @@ int pushctl_args_parse(pushctl_args_t *out, int argc, char **argv,
         a.cmd = PUSHCTL_CMD_PRESENCE;
         want = 1;
     }
+    else if (strcmp(cmd, "token") == 0) {
+        a.cmd = PUSHCTL_CMD_TOKEN;
+        want = 0;
+    }
     else if (strcmp(cmd, "help") == 0) {
         a.cmd = PUSHCTL_CMD_HELP;
         *out = a;
@@ -214,8 +256,22 @@ int pushctl_args_parse(pushctl_args_t *out, int argc, char **argv,
         || s_only_for(a.cmd, PUSHCTL_CMD_PUBLISH, a.no_ack, "no-ack", "publish", err, errlen)
         || s_only_for(a.cmd, PUSHCTL_CMD_HISTORY, have_after, "after", "history", err, errlen)
         || s_only_for(a.cmd, PUSHCTL_CMD_HISTORY, have_limit, "limit", "history", err, errlen)
-        || s_only_for(a.cmd, PUSHCTL_CMD_HISTORY, a.json, "json", "history", err, errlen))
+        || s_only_for(a.cmd, PUSHCTL_CMD_HISTORY, a.json, "json", "history", err, errlen)
+        || s_only_for(a.cmd, PUSHCTL_CMD_TOKEN, a.secret_file != NULL, "secret-file", "token",
+                      err, errlen)
+        || s_only_for(a.cmd, PUSHCTL_CMD_TOKEN, a.nchannels > 0, "channel", "token", err, errlen)
+        || s_only_for(a.cmd, PUSHCTL_CMD_TOKEN, a.rights != NULL, "rights", "token", err, errlen)
+        || s_only_for(a.cmd, PUSHCTL_CMD_TOKEN, a.sub != NULL, "sub", "token", err, errlen)
+        || s_only_for(a.cmd, PUSHCTL_CMD_TOKEN, have_ttl, "ttl", "token", err, errlen))
         return -1;
+    if (a.cmd == PUSHCTL_CMD_TOKEN) {
+        if (!a.secret_file)
+            return s_fail(err, errlen, "token needs --secret-file FILE");
+        if (!a.nchannels)
+            return s_fail(err, errlen, "token needs at least one --channel NAME|PATTERN");
+        if (!a.rights)
+            return s_fail(err, errlen, "token needs --rights (letters of s, p, l)");
+    }
     *out = a;
     return 0;
 }

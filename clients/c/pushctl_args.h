@@ -12,6 +12,9 @@
 #include <stdint.h>
 
 #define PUSHCTL_TIMEOUT_MAX 3600000   /* ms accepted by --timeout */
+#define PUSHCTL_TTL_DEFAULT 3600      /* seconds a token is valid (--ttl) */
+#define PUSHCTL_TTL_MAX     (10LL * 366 * 86400)
+#define PUSHCTL_TOKEN_CHANNELS_MAX 64 /* --channel options (PUSH_TOKEN_MAX_CHANNELS) */
 
 typedef enum {
     PUSHCTL_CMD_NONE = 0,
@@ -20,6 +23,7 @@ typedef enum {
     PUSHCTL_CMD_STATS,
     PUSHCTL_CMD_PING,
     PUSHCTL_CMD_PRESENCE,
+    PUSHCTL_CMD_TOKEN,
     PUSHCTL_CMD_HELP,
     PUSHCTL_CMD_VERSION
 } pushctl_cmd_t;
@@ -40,6 +44,13 @@ typedef struct {
     uint64_t    after;
     uint64_t    limit;      /* 0: no limit */
     int         json;
+    /* token */
+    const char *secret_file;
+    const char *channels[PUSHCTL_TOKEN_CHANNELS_MAX];   /* --channel, in order */
+    int         nchannels;
+    const char *rights;     /* letters of "spl" */
+    const char *sub;        /* NULL: none */
+    int64_t     ttl;        /* seconds */
 } pushctl_args_t;
 
 /* Parse argv (argv[0] is the program name).  env_api / env_push /

@@ -24,7 +24,7 @@
     maxDelay: 15000,            // ... and the largest cap (ms)
     pollInterval: 2000,         // short polling: time between two polls (ms)
     presenceInterval: 10000,    // short polling: refresh of the presence list (ms)
-    pingInterval: 25000         // WebSocket: a ping when this long quiet; 0: none (ms)
+    pingInterval: 25000         // WebSocket: heartbeat period; 0: none (ms)
   };
 
   // Full jitter: a random delay between 0 and min(max, min * 2^attempt).
@@ -259,8 +259,8 @@
       c.sock.onopen = c.sock.onmessage = c.sock.onclose = null;
       clearInterval(c.ping);
       try { c.sock.close(1000); } catch (e) { /* already closed */ }
-      this._wsDown(c, { code: 1000, reason: 'closed by the client' });
     }
+    this._rejectPending();
     for (ch in this._subs) {
       this._chanStop(this._subs[ch]);
       this._subs[ch].live = false;
@@ -332,19 +332,37 @@
     var u = this._url(o.wsUrl || o.base, first.channel, this._query(first, 'websocket'));
     if (!o.wsUrl) u.protocol = u.protocol === 'https:' ? 'wss:' : 'ws:';
     try { sock = new this._WS(u.href); } catch (e) { return this._wsFailed(first); }
-    conn = this._ws = { sock: sock, ok: false, first: first.channel, seen: true };
+    conn = this._ws = { sock: sock, ok: false, first: first.channel, t0: Date.now(), asked: 0 };
+    // The end of the socket: closed, or silent (a ping not answered within
+    // pingInterval, or nothing within two of them after the handshake began):
+    // a dead network path is not waited for.
+    conn.gone = function (e) {
+      if (self._ws !== conn) return;
+      self._ws = null;
+      sock.onopen = sock.onmessage = sock.onclose = null;
+      clearInterval(conn.ping);
+      if (e.code >= 4000) try { sock.close(e.code, e.reason); } catch (x) { /* closed */ }
+      self._wsDown(conn, e);
+      if (conn.ok) self._wsRetry();
+      else self._wsFailed(first);
+    };
+    sock.onclose = conn.gone;
+    if (o.pingInterval > 0) conn.ping = setInterval(function () {
+      var now = Date.now();
+      if (conn.ok ? conn.asked && now - conn.asked >= o.pingInterval : now - conn.t0 >= 2 * o.pingInterval)
+        return conn.gone({ code: 4000, reason: 'no answer from the server' });
+      if (conn.ok && !conn.asked) {
+        conn.asked = now;
+        self._wsSend({ type: 'ping' });
+      }
+    }, o.pingInterval);
     sock.onopen = function () {
       if (!self._subs[conn.first]) self._wsSend({ type: 'unsubscribe', channel: conn.first });
       for (var ch in self._subs) if (ch !== conn.first) self._wsSubscribe(self._subs[ch]);
-      if (o.pingInterval > 0) conn.ping = setInterval(function () {
-        if (!conn.seen) return sock.close(4000, 'no answer to ping');
-        conn.seen = false;
-        self._wsSend({ type: 'ping' });
-      }, o.pingInterval);
     };
     sock.onmessage = function (e) {
       var m;
-      conn.seen = true;
+      conn.asked = 0;                 // anything from the server answers the ping
       if (!conn.ok) {
         conn.ok = true;
         self._wsAttempt = self._wsRefused = 0;
@@ -352,14 +370,6 @@
       }
       try { m = JSON.parse(e.data); } catch (x) { return; }
       self._wsMessage(conn, m);
-    };
-    sock.onclose = function (e) {
-      if (self._ws !== conn) return;
-      self._ws = null;
-      clearInterval(conn.ping);
-      self._wsDown(conn, e);
-      if (conn.ok) self._wsRetry();
-      else self._wsFailed(first);
     };
   };
 
@@ -390,14 +400,16 @@
     });
   };
 
+  P._rejectPending = function () {
+    var pending = this._pending, ref;
+    this._pending = {};
+    for (ref in pending)
+      pending[ref].reject(pushError('disconnected', 'push.js: the WebSocket closed before the publish was acknowledged'));
+  };
+
   P._wsDown = function (conn, e) {
-    var ref, ch, p;
-    for (ref in this._pending) {
-      p = this._pending[ref];
-      delete this._pending[ref];
-      p.reject(pushError('disconnected', 'push.js: the WebSocket closed before the publish was acknowledged'));
-    }
-    for (ch in this._subs) if (this._subs[ch].live) {
+    this._rejectPending();
+    for (var ch in this._subs) if (this._subs[ch].live) {
       this._subs[ch].live = false;
       this._subs[ch].emit('close', { channel: ch, transport: 'websocket' });
     }
@@ -431,7 +443,7 @@
           if (sub) sub.emit('error', ev);
           this.emit('error', ev);
           // a subscription the broker could not serve: reconnect later
-          if (sub && m.code === 'unavailable') conn.sock.close(4000, 'retry');
+          if (sub && m.code === 'unavailable') conn.gone({ code: 4000, reason: 'retry' });
         }
     }
   };

@@ -1091,3 +1091,90 @@ def pytest_runtest_makereport(item, call):
                     rep.sections.append((title, text))
             except Exception as e:  # noqa: BLE001
                 rep.sections.append(("log dump failed", repr(e)))
+
+
+# ---------------------------------------------------------------------------
+# fault injection (test_restarts.py, test_presence.py)
+# ---------------------------------------------------------------------------
+
+def apachectl(apache, action, timeout=60.0):
+    """`apache2 <this Apache's args> -k <action>` (graceful, restart, ...):
+    the master of this Apache only, found through its own pid file."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("ASAN_", "UBSAN_"))}
+    env["LANG"] = "C"
+    p = subprocess.run(apache.args() + ["-k", action], capture_output=True, text=True,
+                       env=env, timeout=timeout)
+    assert p.returncode == 0, f"apache2 -k {action} failed ({p.returncode}): " \
+                              f"{p.stdout}{p.stderr}\n{tail(apache.error_log)}"
+
+
+def _hex_addr(port):
+    return f"0100007F:{port:04X}"          # 127.0.0.1 as /proc/net/tcp writes it
+
+
+def server_socket_inode(server_port, client_port):
+    """Inode of the server-side socket of the loopback TCP connection
+    client_port -> server_port, or None."""
+    local, remote = _hex_addr(server_port), _hex_addr(client_port)
+    try:
+        with open("/proc/net/tcp") as f:
+            next(f)
+            for line in f:
+                fields = line.split()
+                if fields[1] == local and fields[2] == remote and fields[9] != "0":
+                    return fields[9]
+    except OSError:
+        pass
+    return None
+
+
+def connection_owner(apache, sock):
+    """PID of the Apache child holding the server side of the client socket
+    sock (an open connection to apache), or None when none is found."""
+    try:
+        client_port = sock.getsockname()[1]
+    except OSError:
+        return None
+    inode = server_socket_inode(apache.port, client_port)
+    if inode is None:
+        return None
+    target = f"socket:[{inode}]"
+    for pid in apache.child_pids():
+        try:
+            fds = os.listdir(f"/proc/{pid}/fd")
+        except OSError:
+            continue
+        for fd in fds:
+            try:
+                if os.readlink(f"/proc/{pid}/fd/{fd}") == target:
+                    return pid
+            except OSError:
+                continue
+    return None
+
+
+def kill_child(apache, pid):
+    """SIGKILL one child of this Apache (by its PID, checked to be a child
+    of our master) and wait until it is gone."""
+    assert pid in apache.child_pids(), f"{pid} is not a child of Apache {apache.master_pid}"
+    os.kill(pid, signal.SIGKILL)
+    wait_until(lambda: not pid_alive(pid), 30, f"child {pid} to die")
+
+
+def child_crashes(apache, since=0, expected=()):
+    """error.log lines after offset since that report a child dying of a
+    signal, except for the PIDs in expected (the ones a test killed)."""
+    try:
+        with open(apache.error_log, "rb") as f:
+            f.seek(since)
+            text = f.read().decode("utf-8", "replace")
+    except OSError:
+        return []
+    out = []
+    for ln in text.splitlines():
+        m = re.search(r"child pid (\d+) exit signal", ln)
+        if m and int(m.group(1)) not in expected:
+            out.append(ln)
+        elif "AddressSanitizer" in ln or "double free" in ln or "corrupted" in ln:
+            out.append(ln)
+    return out

@@ -215,7 +215,9 @@ def test_stats_and_ping(ctx, own_broker):
     r = call(s, "STATS")
     assert r[0] == b"OK"
     assert set(json.loads(r[1])) == {"channels", "messages_stored", "published",
-                                     "children", "uptime_s"}
+                                     "children", "uptime_s", "publish_rate",
+                                     "presence_channels", "presence_members",
+                                     "presence_connections"}
     assert call(s, "PING")[0] == b"PONG"
 
 

@@ -274,7 +274,7 @@ static const char *s_set_token_secret(cmd_parms *cmd, void *dv, const char *arg)
     if (push_token_secret_load(path, buf, &len, &world, err, sizeof err) < 0)
         return apr_psprintf(cmd->pool, "PushTokenSecretFile: %s", err);
     if (world)
-        ap_log_error(APLOG_MARK, APLOG_WARNING, 0, cmd->server, APLOGNO(20073)
+        ap_log_error(APLOG_MARK, APLOG_WARNING, 0, cmd->server, APLOGNO(20082)
                      "PushTokenSecretFile %s is readable by every user of this machine: "
                      "anyone who reads it can mint tokens (chmod o-r %s)", path, path);
     d->token_secret = buf;
@@ -467,12 +467,12 @@ void push_token_log(request_rec *r, conn_rec *c, const char *channel, int right,
                                                     : push_token_result_str(result);
     int with_sub = sub && *sub;
     if (r)
-        ap_log_rerror(APLOG_MARK, APLOG_ERR, 0, r, APLOGNO(20070)
+        ap_log_rerror(APLOG_MARK, APLOG_ERR, 0, r, APLOGNO(20080)
                       "token refused for %s on channel %s: %s%s%s%s",
                       push_token_right_name(right), channel, why,
                       with_sub ? " (sub \"" : "", with_sub ? sub : "", with_sub ? "\")" : "");
     else
-        ap_log_cerror(APLOG_MARK, APLOG_ERR, 0, c, APLOGNO(20070)
+        ap_log_cerror(APLOG_MARK, APLOG_ERR, 0, c, APLOGNO(20080)
                       "token refused for %s on channel %s: %s%s%s%s",
                       push_token_right_name(right), channel, why,
                       with_sub ? " (sub \"" : "", with_sub ? sub : "", with_sub ? "\")" : "");
@@ -487,7 +487,7 @@ int push_token_check(request_rec *r, const push_settings *set, const char *chann
     if (!set->token_require)
         return 1;
     if (!set->token_secret) {
-        ap_log_rerror(APLOG_MARK, APLOG_ERR, 0, r, APLOGNO(20072)
+        ap_log_rerror(APLOG_MARK, APLOG_ERR, 0, r, APLOGNO(20081)
                       "PushTokenRequire is on for %s, but no PushTokenSecretFile applies: "
                       "refusing the request", r->uri);
         push_json_error(r, HTTP_INTERNAL_SERVER_ERROR, "internal",

@@ -259,7 +259,7 @@ static int s_hold(request_rec *r, const char *channel, const push_settings *set,
 
 int push_subscriber_limit(request_rec *r, const push_settings *set, const char *channel)
 {
-    ap_log_rerror(APLOG_MARK, APLOG_INFO, 0, r, APLOGNO(20074)
+    ap_log_rerror(APLOG_MARK, APLOG_INFO, 0, r, APLOGNO(20083)
                   "subscriber refused: channel %s has %d subscribers in this process "
                   "(PushMaxSubscribers)", channel, set->max_subscribers);
     apr_table_setn(r->err_headers_out, "Retry-After",

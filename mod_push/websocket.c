@@ -700,7 +700,7 @@ static void s_subscribe(push_hold *h, apr_pool_t *p, const char *channel, int ha
             s_error(h, "internal", "out of memory", ref);
             return;
         }
-        ap_log_cerror(APLOG_MARK, APLOG_INFO, 0, h->c, APLOGNO(20075)
+        ap_log_cerror(APLOG_MARK, APLOG_INFO, 0, h->c, APLOGNO(20084)
                       "WebSocket subscribe refused: channel %s has %d subscribers in this "
                       "process (PushMaxSubscribers)", channel, h->set.max_subscribers);
         s_error(h, "limit", apr_psprintf(p, "channel %s has reached its subscriber limit "

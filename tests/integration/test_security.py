@@ -463,7 +463,7 @@ def assert_logged(apache, offset, pattern, what):
 def refusal_logged(apache, offset, right, ch, reason, token):
     rname = {"s": "subscribe", "p": "publish", "l": "presence"}[right]
     text = assert_logged(apache, offset,
-                         rf"\[push:error\].*AH20070: token refused for {rname} on channel "
+                         rf"\[push:error\].*AH20080: token refused for {rname} on channel "
                          rf"{re.escape(ch)}: {re.escape(reason)}$", reason)
     if token:
         assert token not in text, "a token was written to the error log"
@@ -610,7 +610,7 @@ def test_no_secret_configured(sec):
     r = sec.request("GET", f"/tnosecret/{ch}?poll=1&token={mint([ch], 's')}")
     assert (r.status, r.json()) == (500, {"error": "internal", "message":
                                           "token verification is not configured on this server"})
-    assert_logged(sec.apache, off, r"AH20072: PushTokenRequire is on for /tnosecret/.*but no "
+    assert_logged(sec.apache, off, r"AH20081: PushTokenRequire is on for /tnosecret/.*but no "
                   r"PushTokenSecretFile applies", "the missing secret")
 
 
@@ -857,7 +857,7 @@ def test_secret_file_checked_at_configuration(tmp_path, sec):
     world.chmod(0o644)
     p = config_test(tmp_path, sec, f"PushTokenSecretFile {world}\n")
     assert p.returncode == 0, p.stderr
-    assert re.search(rf"AH20073: PushTokenSecretFile {re.escape(str(world))} is readable by "
+    assert re.search(rf"AH20082: PushTokenSecretFile {re.escape(str(world))} is readable by "
                      rf"every user", p.stderr), p.stderr
     assert SECRET.decode() not in p.stderr + p.stdout
     ok = tmp_path / "ok.secret"
@@ -865,7 +865,7 @@ def test_secret_file_checked_at_configuration(tmp_path, sec):
     ok.chmod(0o600)
     p = config_test(tmp_path, sec, f"PushTokenSecretFile {ok}\nPushMaxSubscribers 10\n"
                                    "PushMaxChannels 5\nPushWebSocketPublishRate 3\n")
-    assert p.returncode == 0 and "AH20073" not in p.stderr, p.stderr
+    assert p.returncode == 0 and "AH20082" not in p.stderr, p.stderr
     for bad in ("PushMaxChannels 0", "PushMaxSubscribers -1", "PushWebSocketPublishRate x"):
         p = config_test(tmp_path, sec, bad + "\n")
         assert p.returncode != 0 and "is not a number from" in p.stderr, (bad, p.stderr)
@@ -933,7 +933,7 @@ def test_max_subscribers(sec):
         w = WS(sec.port, f"/lim-subs/{ch}")
         assert (w.status, w.json_body()) == (503, expect)
         assert sec.request("GET", f"/lim-subs/{ch}?poll=1").status == 200
-        assert_logged(sec.apache, off, rf"AH20074: subscriber refused: channel {re.escape(ch)} "
+        assert_logged(sec.apache, off, rf"AH20083: subscriber refused: channel {re.escape(ch)} "
                       r"has 2 subscribers in this process \(PushMaxSubscribers\)", "the limit")
         with WS(sec.port, f"/lim-subs/{other}") as w:
             assert w.status == 101

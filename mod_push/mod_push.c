@@ -506,6 +506,33 @@ int push_token_check(request_rec *r, const push_settings *set, const char *chann
     return 0;
 }
 
+const char *push_handler_start(request_rec *r, int method, const char *how,
+                               push_settings *set, int *rc)
+{
+    push_dir_conf *d = ap_get_module_config(r->per_dir_config, &push_module);
+    push_settings_resolve(d, set);
+    if (r->method_number != method) {
+        apr_table_setn(r->err_headers_out, "Allow", method == M_POST ? "POST" : "GET");
+        *rc = push_json_error(r, HTTP_METHOD_NOT_ALLOWED, PUSH_ERR_BAD_REQUEST, how);
+        return NULL;
+    }
+    int status;
+    const char *channel = push_request_channel(r, d, &status);
+    if (!channel)
+        *rc = push_json_error(r, status,
+                              status == HTTP_NOT_FOUND ? "not_found" : PUSH_ERR_BAD_CHANNEL,
+                              status == HTTP_NOT_FOUND ? "no channel in the URL"
+                                                       : "invalid channel name");
+    return channel;
+}
+
+int push_unavailable(request_rec *r, const push_settings *set, const char *msg)
+{
+    apr_table_setn(r->err_headers_out, "Retry-After",
+                   apr_psprintf(r->pool, "%d", set->retry_after));
+    return push_json_error(r, HTTP_SERVICE_UNAVAILABLE, PUSH_ERR_UNAVAILABLE, msg);
+}
+
 int push_json_error(request_rec *r, int status, const char *code, const char *msg)
 {
     char *m = apr_palloc(r->pool, push_json_str_max(strlen(msg)) + 1);
@@ -614,10 +641,7 @@ static int s_handler(request_rec *r)
         push_dir_conf *d = ap_get_module_config(r->per_dir_config, &push_module);
         push_settings set;
         push_settings_resolve(d, &set);
-        apr_table_setn(r->err_headers_out, "Retry-After",
-                       apr_psprintf(r->pool, "%d", set.retry_after));
-        return push_json_error(r, HTTP_SERVICE_UNAVAILABLE, PUSH_ERR_UNAVAILABLE,
-                               "mod_push is not running in this server process");
+        return push_unavailable(r, &set, "mod_push is not running in this server process");
     }
     if (strcmp(r->handler, "push-subscriber") == 0)
         return push_subscriber_handler(r);

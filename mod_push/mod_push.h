@@ -125,6 +125,16 @@ int push_header_has_token(const char *list, const char *token, int case_sensitiv
 /* Value of a query parameter, %-decoded (NULL when absent or undecodable). */
 const char *push_query_param(request_rec *r, const char *name);
 
+/* What every channel handler does first: resolve the settings, check the
+ * method (405 with Allow otherwise), take the channel from the URL (404 or
+ * 400 otherwise).  Returns the channel, or NULL with *rc set to what the
+ * handler must return. */
+const char *push_handler_start(request_rec *r, int method, const char *how,
+                               push_settings *set, int *rc);
+
+/* 503 with Retry-After (set->retry_after) and error "unavailable". */
+int push_unavailable(request_rec *r, const push_settings *set, const char *msg);
+
 /* Send a JSON error body {"error":code,"message":msg} with the given status;
  * returns the value a handler should return. */
 int push_json_error(request_rec *r, int status, const char *code, const char *msg);

@@ -16,20 +16,11 @@
 
 int push_presence_handler(request_rec *r)
 {
-    push_dir_conf *d = ap_get_module_config(r->per_dir_config, &push_module);
     push_settings set;
-    push_settings_resolve(d, &set);
-    if (r->method_number != M_GET) {
-        apr_table_setn(r->err_headers_out, "Allow", "GET");
-        return push_json_error(r, HTTP_METHOD_NOT_ALLOWED, PUSH_ERR_BAD_REQUEST,
-                               "ask for presence with GET");
-    }
     int status;
-    const char *channel = push_request_channel(r, d, &status);
+    const char *channel = push_handler_start(r, M_GET, "ask for presence with GET", &set, &status);
     if (!channel)
-        return push_json_error(r, status, status == HTTP_NOT_FOUND ? "not_found" : PUSH_ERR_BAD_CHANNEL,
-                               status == HTTP_NOT_FOUND ? "no channel in the URL"
-                                                        : "invalid channel name");
+        return status;
     if (!push_token_check(r, &set, channel, PUSH_RIGHT_PRESENCE, NULL))
         return OK;
     push_child *ch = push_child_get();
@@ -37,10 +28,7 @@ int push_presence_handler(request_rec *r)
     push_frames rep;
     if (!push_link_up(ch->link)
         || push_link_request(ch->link, req, 2, ch->broker_timeout_ms, &rep) < 0) {
-        apr_table_setn(r->err_headers_out, "Retry-After",
-                       apr_psprintf(r->pool, "%d", set.retry_after));
-        return push_json_error(r, HTTP_SERVICE_UNAVAILABLE, PUSH_ERR_UNAVAILABLE,
-                               "the message broker is not reachable; retry later");
+        return push_unavailable(r, &set, "the message broker is not reachable; retry later");
     }
     int rc;
     if (push_frame_is(&rep, 2, PUSH_REP_OK) && rep.count == 4) {

@@ -91,10 +91,8 @@ static int s_publish(request_rec *r, const push_settings *set, const char *chann
                           { data, len }, push_str_frame(event) };
     push_frames rep;
     if (!ch || push_link_request(ch->link, req, 4, ch->broker_timeout_ms, &rep) < 0) {
-        apr_table_setn(r->err_headers_out, "Retry-After",
-                       apr_psprintf(r->pool, "%d", set->retry_after));
-        return push_json_error(r, HTTP_SERVICE_UNAVAILABLE, PUSH_ERR_UNAVAILABLE,
-                               "the message broker is not reachable; message not published");
+        return push_unavailable(r, set,
+                                "the message broker is not reachable; message not published");
     }
     int rc;
     uint64_t id, subs;
@@ -127,20 +125,11 @@ int push_publisher_handler(request_rec *r)
 {
     if (!r->handler || strcmp(r->handler, "push-publisher") != 0)
         return DECLINED;
-    push_dir_conf *d = ap_get_module_config(r->per_dir_config, &push_module);
     push_settings set;
-    push_settings_resolve(d, &set);
-    if (r->method_number != M_POST) {
-        apr_table_setn(r->err_headers_out, "Allow", "POST");
-        return push_json_error(r, HTTP_METHOD_NOT_ALLOWED, PUSH_ERR_BAD_REQUEST,
-                               "publish with POST");
-    }
     int status;
-    const char *channel = push_request_channel(r, d, &status);
+    const char *channel = push_handler_start(r, M_POST, "publish with POST", &set, &status);
     if (!channel)
-        return push_json_error(r, status, status == HTTP_NOT_FOUND ? "not_found" : PUSH_ERR_BAD_CHANNEL,
-                               status == HTTP_NOT_FOUND ? "no channel in the URL"
-                                                        : "invalid channel name");
+        return status;
     if (!push_token_check(r, &set, channel, PUSH_RIGHT_PUBLISH, NULL))
         return OK;
     char *body;

@@ -142,10 +142,7 @@ static int s_wants_sse(request_rec *r)
 
 static int s_unavailable(request_rec *r, const push_settings *set)
 {
-    apr_table_setn(r->err_headers_out, "Retry-After",
-                   apr_psprintf(r->pool, "%d", set->retry_after));
-    return push_json_error(r, HTTP_SERVICE_UNAVAILABLE, PUSH_ERR_UNAVAILABLE,
-                           "the message broker is not reachable; retry later");
+    return push_unavailable(r, set, "the message broker is not reachable; retry later");
 }
 
 /* ---- transports ------------------------------------------------------------------ */
@@ -274,20 +271,11 @@ int push_subscriber_handler(request_rec *r)
 {
     if (!r->handler || strcmp(r->handler, "push-subscriber") != 0)
         return DECLINED;
-    push_dir_conf *d = ap_get_module_config(r->per_dir_config, &push_module);
     push_settings set;
-    push_settings_resolve(d, &set);
-    if (r->method_number != M_GET) {
-        apr_table_setn(r->err_headers_out, "Allow", "GET");
-        return push_json_error(r, HTTP_METHOD_NOT_ALLOWED, PUSH_ERR_BAD_REQUEST,
-                               "subscribe with GET");
-    }
     int status;
-    const char *channel = push_request_channel(r, d, &status);
+    const char *channel = push_handler_start(r, M_GET, "subscribe with GET", &set, &status);
     if (!channel)
-        return push_json_error(r, status, status == HTTP_NOT_FOUND ? "not_found" : PUSH_ERR_BAD_CHANNEL,
-                               status == HTTP_NOT_FOUND ? "no channel in the URL"
-                                                        : "invalid channel name");
+        return status;
     /* Tokens first: nothing else is told to a client without the right. */
     char token_sub[PUSH_IDENTITY_MAX + 1];
     const char *pflag = s_query_param(r, "presence");

@@ -9,7 +9,7 @@
 #   tools/fuzz.sh regress [TARGET...]  replay regressions and seeds once through the
 #                                      standalone (gcc + ASan) builds replay-<t>
 #   tools/fuzz.sh merge [TARGET...]    fold $FUZZ_BUILD/work/<t> into the committed
-#                                      corpus, keeping only inputs that add coverage
+#                                      corpus, keeping only inputs that reach new edges
 #
 # Exit status 0 only when no target crashed, leaked, timed out or broke an
 # invariant.  The last line is "fuzz: N passed, M failed".
@@ -124,7 +124,9 @@ merge_one() {
     [ -d "$build/work/$t" ] || { pass "$t" "nothing to merge"; return; }
     mkdir -p "$fuzzdir/corpus/$t"
     before=$(ls "$fuzzdir/corpus/$t" | wc -l)
-    if "$bin" -merge=1 -max_len="$(max_len "$t")" "$fuzzdir/corpus/$t" "$build/work/$t" \
+    # edges only (no hit-count buckets): a few new inputs, not thousands
+    if "$bin" -merge=1 -use_counters=0 -max_len="$(max_len "$t")" \
+        "$fuzzdir/corpus/$t" "$build/work/$t" \
         >"$build/logs/$t.merge.log" 2>&1; then
         pass "$t" "$before -> $(ls "$fuzzdir/corpus/$t" | wc -l) inputs"
     else

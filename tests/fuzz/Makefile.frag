@@ -42,8 +42,10 @@ $(foreach t,$(FUZZ_ALL),$(B)/asan/tests/fuzz/fuzz_$(t).o): tests/fuzz/fuzz_commo
 
 define FUZZ_TARGET_RULES
 $(B)/fuzz/$(1): $(B)/fuzz/obj/tests/fuzz/fuzz_$(1).o $(call obj,fuzz/obj,$(FUZZ_SRC_$(1)))
+	@mkdir -p $$(dir $$@)
 	$$(FUZZ_CC) $$(FUZZ_CFLAGS) -fsanitize=fuzzer -o $$@ $$^ $$(FUZZ_LDFLAGS_$(1)) $$(LIBS)
 $(B)/fuzz/replay-$(1): $(B)/asan/tests/fuzz/fuzz_$(1).o $(B)/asan/tests/fuzz/standalone.o $(call obj,asan,$(FUZZ_SRC_$(1)))
+	@mkdir -p $$(dir $$@)
 	$$(CC) $$(CFLAGS) $$(SAN) -o $$@ $$^ $$(FUZZ_LDFLAGS_$(1)) $$(LIBS)
 endef
 $(foreach t,$(FUZZ_ALL),$(eval $(call FUZZ_TARGET_RULES,$(t))))

@@ -9,9 +9,9 @@
  *   rq:rM>}U?@Lns47E1%kR.o@n%FcmmsL/@{H8]yf7   # text after '#' is a comment too
  *
  * One key per line; blank lines, surrounding blanks and CR LF line ends are
- * ignored.  Since '#' is itself a Z85 character, a line is a key whenever its
- * first word is 40 characters of valid Z85, and a comment otherwise when it
- * starts with '#'.  Anything else is an error that names the file and line.
+ * ignored.  '#' is a Z85 character, but never the first of a key (32 bits of
+ * Z85 text are at most "%nSc0"), so a line starting with '#' is always a
+ * comment.  Anything else is an error that names the file and the line.
  *
  * CURVE applies to tcp:// endpoints only (push_curve_applies): an ipc://
  * socket is protected by its file permissions, and both sides follow the

@@ -10,6 +10,7 @@
 
 #include <errno.h>
 #include <fcntl.h>
+#include <inttypes.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -127,8 +128,10 @@ int push_token_pattern_valid(const char *pattern, size_t len)
 {
     if (!pattern || len == 0)
         return 0;
+    /* a prefix of at most PUSH_CHANNEL_MAX - 1 bytes: no pattern is longer
+     * than a channel name (fuzz_token found 128 bytes + '*' accepted) */
     if (pattern[len - 1] == '*')
-        return len == 1 || push_channel_valid(pattern, len - 1);
+        return len == 1 || (len <= PUSH_CHANNEL_MAX && push_channel_valid(pattern, len - 1));
     return push_channel_valid(pattern, len);
 }
 
@@ -316,9 +319,15 @@ char *push_token_mint(const void *secret, size_t secret_len, const char *sub,
         if (!ok)
             cJSON_Delete(s);
     }
+    /* The times go in as exact decimal integers: cJSON prints a number
+     * with 15 significant digits when that reads back within DBL_EPSILON,
+     * which moved times above 10^15 by a second or two (fuzz_token). */
+    char iat_s[24], exp_s[24];
+    snprintf(iat_s, sizeof iat_s, "%" PRId64, iat);
+    snprintf(exp_s, sizeof exp_s, "%" PRId64, exp);
     ok = ok && cJSON_AddStringToObject(root, "r", rights) != NULL
-         && (!iat || cJSON_AddNumberToObject(root, "iat", (double)iat) != NULL)
-         && cJSON_AddNumberToObject(root, "exp", (double)exp) != NULL;
+         && (!iat || cJSON_AddRawToObject(root, "iat", iat_s) != NULL)
+         && cJSON_AddRawToObject(root, "exp", exp_s) != NULL;
     char *json = ok ? cJSON_PrintUnformatted(root) : NULL;
     cJSON_Delete(root);
     if (!json) {

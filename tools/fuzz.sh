@@ -18,7 +18,7 @@ cd "$(dirname "$0")/.."
 
 mode=${1:-run}
 [ $# -gt 0 ] && shift
-targets=${*:-ws_frame ws_deflate publish_json values api_request link store}
+targets=${*:-ws_frame ws_deflate publish_json values api_request link store token}
 build=${FUZZ_BUILD:-build/fuzz}
 seconds=${FUZZ_SECONDS:-60}
 fuzzdir=tests/fuzz
@@ -31,6 +31,7 @@ summary=""
 max_len() {
     case $1 in
         store|ws_frame|api_request|link) echo 16384 ;;
+        token) echo 8192 ;;       # past PUSH_TOKEN_MAX (4096)
         *) echo 4096 ;;
     esac
 }

@@ -3,7 +3,8 @@
 #   make fuzz          build the libFuzzer harnesses (clang) and run each for
 #                      FUZZ_SECONDS (60) on its seed corpus; then replay the
 #                      regression inputs.  FUZZ_TARGETS="ws_frame store" picks some.
-#   make fuzz-ci       the same with 15 s per target (CI's bounded pass).
+#   make fuzz-ci       the same with FUZZ_CI_SECONDS (25) per target: CI's
+#                      bounded pass, part of `make check` (about 3.5 minutes).
 #   make fuzz-regress  no clang needed: the harnesses built with $(CC) and
 #                      ASan+UBSan around a plain main() (standalone.c) replay
 #                      every regression input and every seed once.
@@ -11,10 +12,11 @@
 
 FUZZ_CC       ?= clang
 FUZZ_SECONDS  ?= 60
-FUZZ_TARGETS  ?= ws_frame ws_deflate publish_json values api_request link store
-FUZZ_ALL      = ws_frame ws_deflate publish_json values api_request link store
+FUZZ_CI_SECONDS ?= 25
+FUZZ_TARGETS  ?= ws_frame ws_deflate publish_json values api_request link store token
+FUZZ_ALL      = ws_frame ws_deflate publish_json values api_request link store token
 FUZZ_SANFLAGS = -fsanitize=address,undefined -fno-sanitize-recover=undefined -fno-omit-frame-pointer
-FUZZ_CFLAGS   = -std=gnu11 -g -O1 -Wall -Wextra $(FUZZ_SANFLAGS)
+FUZZ_CFLAGS   = -std=gnu11 -g -O1 -Wall -Wextra -Werror $(FUZZ_SANFLAGS)
 
 FUZZ_WS_SRC           = mod_push/ws_frame.c mod_push/utf8.c mod_push/ws_deflate.c
 FUZZ_SRC_ws_frame     = $(FUZZ_WS_SRC)
@@ -24,6 +26,7 @@ FUZZ_SRC_values       = $(PROTO_SRC)
 FUZZ_SRC_api_request  = $(PROTO_SRC) $(BROKER_SRC)
 FUZZ_SRC_link         = $(PROTO_SRC) $(BROKER_SRC)
 FUZZ_SRC_store        = $(PROTO_SRC) $(BROKER_SRC)
+FUZZ_SRC_token        = $(PROTO_SRC)
 # links.c talks to a ZeroMQ socket: these calls go to fuzz_link.c instead (see there)
 FUZZ_LDFLAGS_link     = -Wl,--wrap=push_frames_recv,--wrap=push_frames_close \
                         -Wl,--wrap=push_send_frames,--wrap=reply_send \
@@ -56,7 +59,7 @@ fuzz: fuzz-build
 	FUZZ_BUILD=$(B)/fuzz FUZZ_SECONDS=$(FUZZ_SECONDS) sh tools/fuzz.sh run $(FUZZ_TARGETS)
 
 fuzz-ci: fuzz-build
-	FUZZ_BUILD=$(B)/fuzz FUZZ_SECONDS=15 sh tools/fuzz.sh run $(FUZZ_TARGETS)
+	FUZZ_BUILD=$(B)/fuzz FUZZ_SECONDS=$(FUZZ_CI_SECONDS) sh tools/fuzz.sh run $(FUZZ_TARGETS)
 
 fuzz-regress: $(addprefix $(B)/fuzz/replay-,$(FUZZ_TARGETS))
 	FUZZ_BUILD=$(B)/fuzz sh tools/fuzz.sh regress $(FUZZ_TARGETS)

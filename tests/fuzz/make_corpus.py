@@ -467,6 +467,188 @@ def broker_journals(broker, pushctl):
         shutil.rmtree(tmp)
 
 
+# ---- token ------------------------------------------------------------------------
+
+TOKEN_SECRET = b"fuzz-secret-0123456789abcdef-0123456789"      # fuzz_token.c SECRET
+TOKEN_OTHER = b"fuzz-secret-0123456789abcdef-0123456789-other"  # fuzz_token.c OTHER
+TOKEN_FORGER = b"not-the-secret-of-this-server-000000000000"
+TOKEN_NOW = 1700000000
+
+
+def b64url(b):
+    import base64
+    return base64.urlsafe_b64encode(b).rstrip(b"=")
+
+
+def sign(payload, secret=TOKEN_SECRET):
+    import hashlib
+    import hmac
+    head = b"v1." + b64url(payload)
+    return head + b"." + b64url(hmac.new(secret, head, hashlib.sha256).digest())
+
+
+def claims(ch=("news",), r="s", exp=TOKEN_NOW + 3600, sub=None, iat=None, **extra):
+    import json
+    d = {}
+    if sub is not None:
+        d["sub"] = sub
+    d["ch"] = list(ch)
+    d["r"] = r
+    if iat is not None:
+        d["iat"] = iat
+    d["exp"] = exp
+    d.update(extra)
+    return json.dumps(d, separators=(",", ":"), ensure_ascii=False).encode()
+
+
+def mint_args(sub=b"", ch=(b"news",), rights=b"s", iat=TOKEN_NOW, exp=TOKEN_NOW + 3600,
+              iat_kind=3, exp_kind=3, tail=b""):
+    """fuzz_token.c mode 2: [len] sub [nch] ([len] ch)* [len] rights iat exp tail.
+    kind 3 keeps a time as it is (the top two bits select how it is folded)."""
+    def t(v, kind):
+        return struct.pack("<Q", (kind << 62) | (v & ((1 << 62) - 1)))
+    out = bytes([len(sub)]) + sub + bytes([len(ch)])
+    for c in ch:
+        out += bytes([len(c)]) + c
+    return out + bytes([len(rights)]) + rights + t(iat, iat_kind) + t(exp, exp_kind) + tail
+
+
+def token():
+    # mode byte: bits 0-1 the mode, 2-3 the right asked (s p l x), 4 ask for "news"
+    RAW, PAYLOAD, MINT, B64 = 0, 1, 2, 3
+    S, P, L, X = 0, 4, 8, 12
+    valid = sign(claims())
+    raw = {
+        "valid-subscribe-news": valid,
+        "valid-ask-publish": (P, valid),
+        "valid-with-sub-and-iat": sign(claims(sub="alice", iat=TOKEN_NOW - 10, r="spl")),
+        "valid-utf8-sub": sign(claims(sub="Zo\u00eb \u20ac")),
+        "valid-pattern-prefix": sign(claims(ch=["room:*", "news"], r="sl")),
+        "valid-pattern-star": (P | 16, sign(claims(ch=["*"], r="p"))),
+        "valid-64-channels": sign(claims(ch=[f"c{i}" for i in range(64)])),
+        "expired": sign(claims(exp=TOKEN_NOW - 1)),
+        "expired-exactly-now": sign(claims(exp=TOKEN_NOW)),
+        "expired-zero": sign(claims(exp=0)),
+        "forged-other-secret": sign(claims(), TOKEN_FORGER),
+        "signed-with-harness-other": sign(claims(), TOKEN_OTHER),
+        "forged-payload-swapped": valid.split(b".")[0] + b"." + b64url(claims(r="spl"))
+                                  + b"." + valid.split(b".")[2],
+        "forged-empty-signature": valid.rsplit(b".", 1)[0] + b".",
+        "forged-short-signature": valid[:-2],
+        "forged-long-signature": valid + b"AA",
+        "b64-padding": sign(claims(ch=["ab"]))[:3] + b64url(claims()) + b"==." + valid.split(b".")[2],
+        "b64-std-alphabet": valid.replace(b"-", b"+").replace(b"_", b"/"),
+        "b64-4k-plus-1": b"v1.AAAAA." + valid.split(b".")[2],
+        "b64-trailing-bits": b"v1.eyJ9." + valid.split(b".")[2],
+        "b64-space": valid[:10] + b" " + valid[10:],
+        "b64-nul": valid[:10] + b"\x00" + valid[10:],
+        "no-prefix": valid[3:],
+        "v2-prefix": b"v2" + valid[2:],
+        "uppercase-prefix": b"V1" + valid[2:],
+        "only-prefix": b"v1.",
+        "two-dots-only": b"v1..",
+        "three-parts": valid + b".extra",
+        "empty-payload-part": b"v1.." + valid.split(b".")[2],
+        "empty": b"",
+        "dot": b".",
+        "too-long-4097": b"v1." + b"A" * 4050 + b"." + b"A" * 43 + b"A",
+        "exactly-4096": b"v1." + b"A" * 4048 + b"." + b"A" * 43 + b"A" * 2,
+        "signed-not-json": sign(b"not json"),
+        "signed-json-array": sign(b'["news"]'),
+        "signed-empty-object": sign(b"{}"),
+        "signed-nested": sign(b"[" * 2000),
+    }
+    for name, v in raw.items():
+        mode, tok = v if isinstance(v, tuple) else (S, v)
+        write("token", "raw-" + name, bytes([RAW | mode]) + tok)
+
+    import json
+    payloads = {
+        "valid": claims(),
+        "valid-spaces": b'{ "ch" : [ "news" ] , "r" : "s" , "exp" : 1700003600 }',
+        "valid-unknown-members": claims(aud="x", nbf=1, nested={"a": [1, 2, {"b": None}]}),
+        "valid-exp-exponent": b'{"ch":["news"],"r":"s","exp":17e8}',
+        "valid-exp-max": claims(exp=2**53 - 1),
+        "valid-escaped-sub": b'{"sub":"\\u0061\\u00e9\\ud83d\\ude00","ch":["news"],"r":"s","exp":1800000000}',
+        "valid-sub-128": claims(sub="s" * 128),
+        "valid-pattern-128": claims(ch=["p" * 127 + "*"]),
+        "pattern-129": claims(ch=["p" * 128 + "*"]),
+        "channel-128": claims(ch=["c" * 128]),
+        "channel-129": claims(ch=["c" * 129]),
+        "sub-129": claims(sub="s" * 129),
+        "sub-empty": claims(sub=""),
+        "sub-control": claims(sub="a\tb"),
+        "sub-nul-escape": b'{"sub":"a\\u0000b","ch":["news"],"r":"s","exp":1800000000}',
+        "sub-number": claims(sub=5),
+        "sub-bad-surrogate": b'{"sub":"\\ud800","ch":["news"],"r":"s","exp":1800000000}',
+        "exp-past": claims(exp=TOKEN_NOW - 100),
+        "exp-float": claims(exp=1800000000.5),
+        "exp-negative": claims(exp=-1),
+        "exp-2-53": claims(exp=2**53),
+        "exp-huge": b'{"ch":["news"],"r":"s","exp":1e400}',
+        "exp-string": claims(exp="1800000000"),
+        "exp-missing": b'{"ch":["news"],"r":"s"}',
+        "iat-negative": claims(iat=-5),
+        "iat-null": claims(iat=None) [:-1] + b',"iat":null}',
+        "r-empty": claims(r=""),
+        "r-repeated": claims(r="ss"),
+        "r-unknown": claims(r="x"),
+        "r-four": claims(r="splx"),
+        "r-array": claims(r=["s"]),
+        "ch-empty": claims(ch=[]),
+        "ch-65": claims(ch=[f"c{i}" for i in range(65)]),
+        "ch-string": b'{"ch":"news","r":"s","exp":1800000000}',
+        "ch-number-entry": b'{"ch":["news",5],"r":"s","exp":1800000000}',
+        "ch-bad-name": claims(ch=["bad name"]),
+        "ch-star-middle": claims(ch=["a*b"]),
+        "ch-double-star": claims(ch=["**"]),
+        "duplicate-keys": b'{"ch":["news"],"r":"s","r":"p","exp":1800000000,"exp":1}',
+        "not-object": b'"just a string"',
+        "truncated": claims()[:-5],
+        "trailing-garbage": claims() + b"xyz",
+        "empty": b"",
+        "deep-nesting": b'{"x":' * 1500 + b"1" + b"}" * 1500,
+        "nul-in-json": claims()[:5] + b"\x00" + claims()[5:],
+    }
+    for name, p in payloads.items():
+        write("token", "payload-" + name, bytes([PAYLOAD]) + p)
+    write("token", "payload-valid-ask-presence", bytes([PAYLOAD | L]) + claims(r="l"))
+    write("token", "payload-valid-ask-x", bytes([PAYLOAD | X | 16]) + claims(r="spl"))
+
+    mints = {
+        "basic": mint_args(),
+        "sub-and-patterns": mint_args(sub=b"alice", ch=(b"room:*", b"news", b"*"), rights=b"spl"),
+        "expired": mint_args(exp=TOKEN_NOW - 5),
+        "exp-zero-iat-zero": mint_args(iat=0, exp=0),
+        "exp-max": mint_args(exp=2**53 - 1, iat=2**53 - 1),
+        "exp-over-max": mint_args(exp=2**53),
+        "exp-negative": mint_args(exp=5, exp_kind=2),
+        "no-channels": mint_args(ch=()),
+        "65-channels": mint_args(ch=tuple(b"c%d" % i for i in range(65))),
+        "64-long-channels": mint_args(ch=tuple(b"%03d" % i + b"x" * 125 for i in range(64))),
+        "bad-rights": mint_args(rights=b"sps"),
+        "empty-rights": mint_args(rights=b""),
+        "bad-sub": mint_args(sub=b"a\x01"),
+        "sub-nul": mint_args(sub=b"ab\x00cd"),
+        "sub-quotes": mint_args(sub=b'a"b\\c'),
+        "pattern-128": mint_args(ch=(b"p" * 127 + b"*",)),
+        "pattern-129": mint_args(ch=(b"p" * 128 + b"*",)),
+        "channel-129": mint_args(ch=(b"c" * 129,)),
+        "with-tampering": mint_args(tail=bytes(range(1, 49))),
+    }
+    for name, m in mints.items():
+        write("token", "mint-" + name, bytes([MINT]) + m)
+
+    b64s = {
+        "empty": b"", "one": b"f", "two": b"fo", "three": b"foo", "binary": bytes(range(256)),
+        "text-valid": b"Zm9vYmFy", "text-url-chars": b"-_-_", "text-4k-plus-1": b"AAAAA",
+        "text-trailing-bits": b"Zh", "text-padding": b"Zg==", "text-std-chars": b"+/+/",
+        "text-dot": b"ab.c",
+    }
+    for name, b in b64s.items():
+        write("token", "b64-" + name, bytes([B64]) + b)
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--broker")
@@ -479,6 +661,7 @@ def main():
     api_request()
     link()
     store()
+    token()
     if a.broker and a.pushctl:
         broker_journals(a.broker, a.pushctl)
 

@@ -366,6 +366,22 @@ static void test_expiry_boundary(void **state)
     assert_int_equal(push_token_verify(SECRET, SLEN, t, 5000, "a", 's', id), PUSH_TOKEN_EXPIRED);
     assert_string_equal(id, "");
     free(t);
+
+    /* times up to 2^53 - 1 survive minting exactly (cJSON used to print
+     * 9007199254740991 as 9.00719925474099e+15; found by fuzz_token) */
+    static const int64_t big[] = { 9007199254740991, 9007199254740989, 4503599627370497,
+                                   1000000000000001 };
+    for (size_t i = 0; i < sizeof big / sizeof big[0]; i++) {
+        const char *ch = "a";
+        t = push_token_mint(SECRET, SLEN, NULL, &ch, 1, "s", big[i] - 1, big[i]);
+        assert_non_null(t);
+        push_token_claims c;
+        assert_int_equal(push_token_decode(SECRET, SLEN, t, big[i] - 1, &c), PUSH_TOKEN_OK);
+        assert_true(c.exp == big[i] && c.iat == big[i] - 1);
+        push_token_claims_free(&c);
+        assert_int_equal(push_token_decode(SECRET, SLEN, t, big[i], &c), PUSH_TOKEN_EXPIRED);
+        free(t);
+    }
 }
 
 static void test_no_right(void **state)
@@ -419,6 +435,8 @@ static void test_patterns(void **state)
     p[PUSH_CHANNEL_MAX - 1] = '*';
     assert_true(push_token_pattern_valid(p, PUSH_CHANNEL_MAX));        /* 127 + '*' */
     p[PUSH_CHANNEL_MAX] = '*';
+    assert_false(push_token_pattern_valid(p, PUSH_CHANNEL_MAX + 1));
+    p[PUSH_CHANNEL_MAX - 1] = 'c';                                      /* 128 + '*' */
     assert_false(push_token_pattern_valid(p, PUSH_CHANNEL_MAX + 1));
 
     assert_true(push_token_rights_valid("s"));

@@ -11,6 +11,7 @@
 #include <cjson/cJSON.h>
 
 #include "clock.h"
+#include "endpoint.h"
 #include "jsonesc.h"
 #include "log.h"
 
@@ -28,8 +29,8 @@ static void *s_socket(void *zctx, int type, const char *what, const char *endpoi
     if (!sock || zmq_setsockopt(sock, ZMQ_LINGER, &linger, sizeof linger) < 0
         || zmq_setsockopt(sock, ZMQ_MAXMSGSIZE, &maxmsg, sizeof maxmsg) < 0) {
         log_error("cannot create %s socket: %s", what, zmq_strerror(errno));
-    } else if (zmq_bind(sock, endpoint) < 0) {
-        log_error("cannot bind %s endpoint %s: %s", what, endpoint, zmq_strerror(errno));
+    } else if (endpoint_bind(sock, what, endpoint, cfg) < 0) {
+        /* logged by endpoint_bind */
     } else {
         return sock;
     }

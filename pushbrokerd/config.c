@@ -7,15 +7,18 @@
 #include <ctype.h>
 #include <errno.h>
 #include <getopt.h>
+#include <grp.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
+
+#include <zmq.h>
 
 #include "log.h"
 #include "push_proto.h"
 #include "store.h"
 
-enum value_kind { V_ENDPOINT, V_UINT, V_PATH, V_LEVEL, V_FSYNC };
+enum value_kind { V_ENDPOINT, V_UINT, V_PATH, V_LEVEL, V_FSYNC, V_MODE, V_NAME };
 
 typedef struct config_key {
     const char     *name;
@@ -39,6 +42,10 @@ static const config_key s_keys[] = {
     { "log_level",        V_LEVEL, 0, 0, OFF(log_level) },
     { "data_dir",         V_PATH, 0, 0, OFF(data_dir) },
     { "fsync",            V_FSYNC, 0, 0, OFF(fsync) },
+    { "curve_secret_key_file", V_PATH, 0, 0, OFF(curve_secret_key_file) },
+    { "curve_authorized_keys", V_PATH, 0, 0, OFF(curve_authorized_keys) },
+    { "ipc_mode",         V_MODE, 0, 0, OFF(ipc_mode) },
+    { "ipc_group",        V_NAME, 0, 0, OFF(ipc_group) },
 };
 
 static const config_key *s_key(const char *name)
@@ -118,6 +125,21 @@ static int s_set_fsync(int *slot, const char *v, char *err, size_t errsize)
     return 0;
 }
 
+/* Octal permissions such as 0660; the broker itself never connects, so any
+ * mode up to 0777 is taken (setuid and friends mean nothing on a socket). */
+static int s_set_mode(unsigned *slot, const char *v, char *err, size_t errsize)
+{
+    char *end;
+    unsigned long mode = strtoul(v, &end, 8);
+    if (!*v || *end || *v == '-' || *v == '+' || mode > 0777) {
+        snprintf(err, errsize, "ipc_mode: \"%s\" is not an octal mode from 0 to 0777 "
+                 "(like 0660)", v);
+        return -1;
+    }
+    *slot = (unsigned)mode;
+    return 0;
+}
+
 int config_set(broker_config *c, const char *key, const char *value,
                char *err, size_t errsize)
 {
@@ -132,9 +154,11 @@ int config_set(broker_config *c, const char *key, const char *value,
     case V_UINT:     return s_set_uint(slot, k, value, err, errsize);
     case V_LEVEL:    return s_set_level(slot, value, err, errsize);
     case V_FSYNC:    return s_set_fsync(slot, value, err, errsize);
+    case V_MODE:     return s_set_mode(slot, value, err, errsize);
+    case V_NAME:
     case V_PATH:
         if (!*value) {
-            snprintf(err, errsize, "%s: empty path", k->name);
+            snprintf(err, errsize, "%s: empty %s", k->name, k->kind == V_PATH ? "path" : "name");
             return -1;
         }
         return s_replace_str(slot, value, err, errsize);
@@ -220,6 +244,8 @@ int config_defaults(broker_config *c)
     c->max_message_size = PUSH_DEFAULT_MAX_MSG;
     c->log_level = PB_LOG_INFO;
     c->fsync = STORE_FSYNC_EVERYSEC;
+    c->ipc_mode = CONFIG_IPC_MODE_DEFAULT;
+    c->ipc_gid = -1;
     return c->api && c->push && c->link ? 0 : -1;
 }
 
@@ -232,6 +258,9 @@ void config_free(broker_config *c)
     free(c->pid_file);
     free(c->log_file);
     free(c->data_dir);
+    free(c->curve_secret_key_file);
+    free(c->curve_authorized_keys);
+    free(c->ipc_group);
     memset(c, 0, sizeof *c);
 }
 
@@ -272,12 +301,71 @@ static int s_make_absolute(broker_config *c)
     int to_syslog = c->log_file && strcmp(c->log_file, "syslog") == 0;
     if (s_absolute(&c->pid_file, 0) < 0 || (!to_syslog && s_absolute(&c->log_file, 0) < 0)
         || s_absolute(&c->data_dir, 0) < 0
+        || s_absolute(&c->curve_secret_key_file, 0) < 0
+        || s_absolute(&c->curve_authorized_keys, 0) < 0
         || s_absolute_endpoint(&c->api) < 0 || s_absolute_endpoint(&c->push) < 0
         || s_absolute_endpoint(&c->link) < 0) {
         fprintf(stderr, "pushbrokerd: cannot resolve relative paths: %s\n", strerror(errno));
         return -1;
     }
     return 0;
+}
+
+/* ---- what the settings name ---------------------------------------------- */
+
+static int s_resolve_curve(broker_config *c, char *err, size_t errsize)
+{
+    char why[700];
+    if (!c->curve_secret_key_file) {
+        if (!c->curve_authorized_keys)
+            return 0;
+        snprintf(err, errsize, "curve_authorized_keys needs curve_secret_key_file "
+                 "(the broker's own key pair, from pushctl keygen)");
+        return -1;
+    }
+    if (!zmq_has("curve")) {
+        snprintf(err, errsize, "curve_secret_key_file: this libzmq has no CURVE support");
+        return -1;
+    }
+    if (push_curve_load_key(c->curve_secret_key_file, c->curve_secret,
+                            &c->curve_secret_world_readable, why, sizeof why) < 0
+        || push_curve_public(c->curve_secret, c->curve_public) < 0) {
+        snprintf(err, errsize, "curve_secret_key_file: %s", why);
+        return -1;
+    }
+    /* read once now, so that a bad line stops the start; the allow-list
+     * itself is loaded by guard.c (and again on SIGHUP) */
+    if (c->curve_authorized_keys
+        && push_curve_read_keys(c->curve_authorized_keys, NULL, NULL, NULL, why,
+                                sizeof why) < 0) {
+        snprintf(err, errsize, "curve_authorized_keys: %s", why);
+        return -1;
+    }
+    return 0;
+}
+
+/* A group name, or a number where no group has that name. */
+static int s_resolve_group(broker_config *c, char *err, size_t errsize)
+{
+    if (!c->ipc_group)
+        return 0;
+    struct group *g = getgrnam(c->ipc_group);
+    uint64_t n;
+    if (g)
+        c->ipc_gid = (long)g->gr_gid;
+    else if (push_parse_u64(c->ipc_group, strlen(c->ipc_group), &n) == 0 && n < 0x7fffffff)
+        c->ipc_gid = (long)n;
+    else {
+        snprintf(err, errsize, "ipc_group: there is no group \"%s\"", c->ipc_group);
+        return -1;
+    }
+    return 0;
+}
+
+int config_resolve(broker_config *c, char *err, size_t errsize)
+{
+    return s_resolve_curve(c, err, errsize) < 0 || s_resolve_group(c, err, errsize) < 0
+         ? -1 : 0;
 }
 
 /* ---- command line ------------------------------------------------------ */
@@ -310,14 +398,23 @@ void config_usage(FILE *out)
 "      --fsync POLICY         when the journal is flushed to disk: always (before\n"
 "                             every acknowledgement), everysec (default; at most\n"
 "                             about a second later) or no (left to the kernel)\n"
+"      --curve-secret-key-file FILE\n"
+"                             the broker's CURVE secret key (pushctl keygen):\n"
+"                             tcp:// endpoints then accept CURVE clients only\n"
+"      --curve-authorized-keys FILE\n"
+"                             public keys of the clients allowed in, one per\n"
+"                             line (default: any client with the server key)\n"
+"      --ipc-mode MODE        permissions of ipc:// socket files (default 0660)\n"
+"      --ipc-group GROUP      group of ipc:// socket files (default: the broker's)\n"
 "  -h, --help                 show this help and exit\n"
 "  -V, --version              show the version and exit\n"
 "\n"
 "Config file keys: api, push, link, history_max, history_age, child_timeout,\n"
-"max_message_size, pid_file, log_file, log_level, data_dir, fsync.\n"
+"max_message_size, pid_file, log_file, log_level, data_dir, fsync,\n"
+"curve_secret_key_file, curve_authorized_keys, ipc_mode, ipc_group.\n"
 "Command-line options override the file.  Exit status: 0 ok, 1 runtime\n"
 "failure (e.g. cannot bind, data directory unusable), 2 bad configuration\n"
-"or usage.\n",
+"(a key file that cannot be read or is malformed too) or usage.\n",
             PUSH_DEFAULT_API_ENDPOINT, PUSH_DEFAULT_PUSH_ENDPOINT,
             PUSH_DEFAULT_LINK_ENDPOINT, CONFIG_HISTORY_MAX_DEFAULT,
             CONFIG_HISTORY_MAX_LIMIT, CONFIG_HISTORY_AGE_DEFAULT,
@@ -326,7 +423,8 @@ void config_usage(FILE *out)
 
 enum {
     OPT_LOG = 256, OPT_LOG_LEVEL, OPT_API, OPT_PUSH, OPT_LINK,
-    OPT_HISTORY_MAX, OPT_HISTORY_AGE, OPT_MAX_MSG, OPT_DATA_DIR, OPT_FSYNC, OPT_CHILD_TIMEOUT
+    OPT_HISTORY_MAX, OPT_HISTORY_AGE, OPT_MAX_MSG, OPT_DATA_DIR, OPT_FSYNC, OPT_CHILD_TIMEOUT,
+    OPT_CURVE_SECRET, OPT_CURVE_AUTHORIZED, OPT_IPC_MODE, OPT_IPC_GROUP
 };
 
 static const struct option s_options[] = {
@@ -351,6 +449,14 @@ static const struct option s_options[] = {
     { "fsync",            required_argument, NULL, OPT_FSYNC },
     { "child-timeout",    required_argument, NULL, OPT_CHILD_TIMEOUT },
     { "child_timeout",    required_argument, NULL, OPT_CHILD_TIMEOUT },
+    { "curve-secret-key-file", required_argument, NULL, OPT_CURVE_SECRET },
+    { "curve_secret_key_file", required_argument, NULL, OPT_CURVE_SECRET },
+    { "curve-authorized-keys", required_argument, NULL, OPT_CURVE_AUTHORIZED },
+    { "curve_authorized_keys", required_argument, NULL, OPT_CURVE_AUTHORIZED },
+    { "ipc-mode",         required_argument, NULL, OPT_IPC_MODE },
+    { "ipc_mode",         required_argument, NULL, OPT_IPC_MODE },
+    { "ipc-group",        required_argument, NULL, OPT_IPC_GROUP },
+    { "ipc_group",        required_argument, NULL, OPT_IPC_GROUP },
     { "help",             no_argument,       NULL, 'h' },
     { "version",          no_argument,       NULL, 'V' },
     { NULL, 0, NULL, 0 }
@@ -371,6 +477,10 @@ static const char *s_opt_key(int opt)
     case OPT_DATA_DIR:    return "data_dir";
     case OPT_FSYNC:       return "fsync";
     case OPT_CHILD_TIMEOUT: return "child_timeout";
+    case OPT_CURVE_SECRET: return "curve_secret_key_file";
+    case OPT_CURVE_AUTHORIZED: return "curve_authorized_keys";
+    case OPT_IPC_MODE:    return "ipc_mode";
+    case OPT_IPC_GROUP:   return "ipc_group";
     default:              return NULL;
     }
 }
@@ -427,7 +537,7 @@ static int s_scan(broker_config *c, int argc, char **argv,
 
 static int s_apply(broker_config *c, const pending_opt *pending, int npending)
 {
-    char err[512], msg[600];
+    char err[1024], msg[1100];
     if (c->config_file && config_load_file(c, c->config_file, err, sizeof err) < 0) {
         fprintf(stderr, "pushbrokerd: %s\n", err);
         return CONFIG_FAIL;
@@ -437,7 +547,13 @@ static int s_apply(broker_config *c, const pending_opt *pending, int npending)
             snprintf(msg, sizeof msg, "command line: %s", err);
             return s_fail(msg);
         }
-    return s_make_absolute(c) < 0 ? CONFIG_FAIL : CONFIG_RUN;
+    if (s_make_absolute(c) < 0)
+        return CONFIG_FAIL;
+    if (config_resolve(c, err, sizeof err) < 0) {
+        fprintf(stderr, "pushbrokerd: %s\n", err);
+        return CONFIG_FAIL;
+    }
+    return CONFIG_RUN;
 }
 
 int config_parse_args(broker_config *c, int argc, char **argv)

@@ -7,8 +7,10 @@
  * comment.  Every problem is reported with enough context to fix it (the
  * file:line for the file, the option for the command line) and makes
  * config_parse_args() return CONFIG_FAIL, which the caller turns into exit
- * status 2.  Relative pid/log file paths, the data directory and ipc:// endpoints are made
- * absolute so that they survive the chdir("/") of daemon mode.
+ * status 2.  Relative pid/log file paths, the data directory, key files and ipc:// endpoints
+ * are made absolute so that they survive the chdir("/") of daemon mode.  Key
+ * files are read at start, before anything is bound: a key that cannot be
+ * read or is malformed is a configuration error too (config_resolve).
  */
 #ifndef PUSHBROKERD_CONFIG_H
 #define PUSHBROKERD_CONFIG_H
@@ -17,6 +19,8 @@
 #include <stdint.h>
 #include <stdio.h>
 
+#include "push_curve.h"
+
 #define PUSHBROKERD_VERSION "0.1.0"
 
 #define CONFIG_HISTORY_MAX_DEFAULT   1000
@@ -24,6 +28,7 @@
 #define CONFIG_HISTORY_AGE_DEFAULT   3600
 #define CONFIG_HISTORY_AGE_LIMIT     (10ull * 366 * 24 * 3600)
 #define CONFIG_MAX_MSG_LIMIT         (256ull * 1024 * 1024)
+#define CONFIG_IPC_MODE_DEFAULT      0660
 
 typedef struct broker_config {
     char    *api;               /* endpoints, malloc'ed */
@@ -40,6 +45,16 @@ typedef struct broker_config {
     int      daemonize;
     char    *data_dir;          /* message store directory; NULL: memory only */
     int      fsync;             /* enum store_fsync */
+    /* security (docs/operations.md §4.2) */
+    char    *curve_secret_key_file; /* NULL: no CURVE */
+    char    *curve_authorized_keys; /* NULL: any client that has the server key */
+    unsigned ipc_mode;          /* permissions of ipc:// socket files */
+    char    *ipc_group;         /* group of ipc:// socket files; NULL: the broker's */
+    /* resolved from the above by config_parse_args() (config_resolve) */
+    long     ipc_gid;           /* -1: leave the group alone */
+    push_curve_key curve_secret;    /* "" when CURVE is off */
+    push_curve_key curve_public;    /* derived from curve_secret */
+    int      curve_secret_world_readable;
 } broker_config;
 
 enum config_result {
@@ -62,6 +77,12 @@ int  config_set(broker_config *c, const char *key, const char *value,
 
 /* Apply a config file.  Returns 0, or -1 with "file:line: problem" in err. */
 int  config_load_file(broker_config *c, const char *path, char *err, size_t errsize);
+
+/* Check what the settings name outside the file, once they are all known:
+ * load the CURVE secret key (and derive the public one), read the authorized
+ * keys file once to find its errors, look ipc_group up.  Returns 0, or -1
+ * with "key: problem" (naming the file) in err. */
+int  config_resolve(broker_config *c, char *err, size_t errsize);
 
 /* Largest single inbound frame the api and push sockets accept
  * (ZMQ_MAXMSGSIZE).  ZeroMQ drops the connection of a peer that sends more,

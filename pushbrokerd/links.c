@@ -13,6 +13,7 @@
 
 #include "broker.h"
 #include "clock.h"
+#include "endpoint.h"
 #include "log.h"
 #include "push_proto.h"
 #include "reply.h"
@@ -51,9 +52,8 @@ links *links_open(void *zctx, const char *endpoint, broker *b)
         links_close(l);
         return NULL;
     }
-    if (zmq_bind(l->socket, endpoint) < 0) {
+    if (endpoint_bind(l->socket, "link", endpoint, b->cfg) < 0) {
         int e = errno;
-        log_error("cannot bind link endpoint %s: %s", endpoint, zmq_strerror(e));
         links_close(l);
         errno = e;
         return NULL;

@@ -17,6 +17,7 @@
 #include "clock.h"
 #include "config.h"
 #include "daemon.h"
+#include "guard.h"
 #include "links.h"
 #include "log.h"
 #include "store.h"
@@ -24,6 +25,7 @@
 #define TICK_US     (100 * 1000ull)
 #define BATCH       256     /* messages per socket per wakeup, for fairness */
 #define COMPACT_POLL_MS 5   /* wakeups while a compaction child runs */
+#define GUARD_ITEMS (1 + GUARD_MAX_WATCH)
 
 static volatile sig_atomic_t s_stop;
 static volatile sig_atomic_t s_reopen;
@@ -58,7 +60,8 @@ static void s_signals(void)
     sigaction(SIGXFSZ, &sa, NULL);
 }
 
-static void s_maybe_reopen_log(void)
+/* SIGHUP: the log file (logrotate) and the CURVE allow-list. */
+static void s_maybe_reopen_log(guard *g)
 {
     if (!s_reopen)
         return;
@@ -67,6 +70,7 @@ static void s_maybe_reopen_log(void)
         log_error("cannot reopen log file: %s", strerror(errno));
     else
         log_info("log file reopened");
+    guard_reload(g);
 }
 
 static void s_tick(broker *b, links *l, uint64_t *next_tick)
@@ -79,21 +83,22 @@ static void s_tick(broker *b, links *l, uint64_t *next_tick)
     *next_tick = now + TICK_US;
 }
 
-static int s_loop(api *a, links *l, broker *b)
+static int s_loop(api *a, links *l, broker *b, guard *g)
 {
-    zmq_pollitem_t items[3] = {
+    zmq_pollitem_t items[3 + GUARD_ITEMS] = {
         { a->router, 0, ZMQ_POLLIN, 0 },
         { a->pull, 0, ZMQ_POLLIN, 0 },
         { l->socket, 0, ZMQ_POLLIN, 0 },
     };
+    int nguard = guard_pollitems(g, items + 3, GUARD_ITEMS);
     uint64_t next_tick = clock_mono_us() + TICK_US;
     while (!s_stop) {
-        s_maybe_reopen_log();
+        s_maybe_reopen_log(g);
         uint64_t now = clock_mono_us();
         long timeout = next_tick > now ? (long)((next_tick - now + 999) / 1000) : 0;
         if (broker_compacting(b) && timeout > COMPACT_POLL_MS)
             timeout = COMPACT_POLL_MS;
-        if (zmq_poll(items, 3, timeout) < 0) {
+        if (zmq_poll(items, 3 + nguard, timeout) < 0) {
             if (errno == EINTR)
                 continue;
             log_error("poll failed: %s", zmq_strerror(errno));
@@ -105,6 +110,7 @@ static int s_loop(api *a, links *l, broker *b)
             api_handle_pull(a, BATCH);
         if (items[2].revents & ZMQ_POLLIN)
             links_handle(l, BATCH);
+        guard_handle(g, items + 3, nguard, clock_mono_us());
         /* group commit: one write (and fdatasync) for the round, then the
          * held-back acknowledgements and fan-out */
         broker_commit(b);
@@ -129,19 +135,31 @@ static void s_log_start(const broker_config *cfg, const broker *b)
              (unsigned long long)b->epoch);
 }
 
-/* Everything between "ZeroMQ context exists" and "it is gone". */
+/* The handshakes of the CURVE endpoints are watched for refusals to log. */
+static int s_watch(guard *g, void *ctx, const api *a, const links *l, const broker_config *cfg)
+{
+    return guard_watch(g, ctx, l->socket, "link", cfg->link) < 0
+        || guard_watch(g, ctx, a->router, "api", cfg->api) < 0
+        || guard_watch(g, ctx, a->pull, "push", cfg->push) < 0 ? -1 : 0;
+}
+
+/* Everything between "ZeroMQ context exists" and "it is gone".  The guard
+ * comes first: a CURVE endpoint must never see a handshake without it. */
 static int s_serve(void *ctx, const broker_config *cfg, broker *b)
 {
-    links *l = links_open(ctx, cfg->link, b);
+    guard *g = guard_open(ctx, cfg);
+    links *l = g ? links_open(ctx, cfg->link, b) : NULL;
     api *a = l ? api_open(ctx, cfg->api, cfg->push, b) : NULL;
     int rc = 1;
     b->links = l;
-    if (a && cfg->pid_file && pidfile_write(cfg->pid_file) < 0)
+    if (a && s_watch(g, ctx, a, l, cfg) < 0)
+        ;   /* logged */
+    else if (a && cfg->pid_file && pidfile_write(cfg->pid_file) < 0)
         log_error("cannot write pid file %s: %s", cfg->pid_file, strerror(errno));
     else if (a) {
         s_log_start(cfg, b);
         daemon_ready(0);
-        rc = s_loop(a, l, b);
+        rc = s_loop(a, l, b, g);
         /* what the last round appended goes out before the sockets close */
         broker_commit(b);
         log_info("stopping");
@@ -150,6 +168,7 @@ static int s_serve(void *ctx, const broker_config *cfg, broker *b)
     }
     api_close(a);
     links_close(l);
+    guard_close(g);
     b->links = NULL;
     return rc;
 }

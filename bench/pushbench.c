@@ -72,6 +72,13 @@ static int64_t now_us(void)
     return (int64_t)ts.tv_sec * 1000000 + ts.tv_nsec / 1000;
 }
 
+static double thread_cpu(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_THREAD_CPUTIME_ID, &ts);
+    return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
+}
+
 static double mono(void)
 {
     struct timespec ts;
@@ -2054,6 +2061,7 @@ static int all_received(void)
 
 int main(int argc, char **argv)
 {
+    setvbuf(stdout, NULL, _IOLBF, 0);
     parse_args(argc, argv);
     g_start_us = now_us();
     double t_start = mono();
@@ -2198,10 +2206,13 @@ int main(int argc, char **argv)
     /* ---- publish and drain ---- */
     pthread_t th;
     int have_thread = 0;
+    double t_pub0 = 0, t_pub1 = 0, cpu_pub0 = 0, cpu_pub1 = 0;
     if (o.messages > 0 && !g_stop) {
         if (pthread_create(&th, NULL, pub_thread, NULL) != 0)
             die_setup("pthread_create failed");
         have_thread = 1;
+        t_pub0 = mono();
+        cpu_pub0 = thread_cpu();
         while (!atomic_load(&g_pub_done))
             loop_once(20);
         double drain_end = mono() + o.drain, last_check = 0;
@@ -2214,6 +2225,8 @@ int main(int argc, char **argv)
             }
             loop_once(10);
         }
+        t_pub1 = mono();
+        cpu_pub1 = thread_cpu();
         pthread_join(th, NULL);
     }
     (void)have_thread;
@@ -2256,6 +2269,13 @@ int main(int argc, char **argv)
     double p50 = pct(0.50), p90 = pct(0.90), p99 = pct(0.99), pmax = (double)g_lat_max_us / 1000.0;
     double mean = g_lat_n ? g_lat_sum_us / (double)g_lat_n / 1000.0 : 0;
     double duration_s = t_end - t_start;
+    /* CPU use of the receive loop while publishing and draining: near
+     * 100 % would make pushbench the bottleneck */
+    double busy_pct = t_pub1 > t_pub0 ? 100.0 * (cpu_pub1 - cpu_pub0) / (t_pub1 - t_pub0) : 0;
+    struct rusage ru;
+    getrusage(RUSAGE_SELF, &ru);
+    double cpu_s = (double)ru.ru_utime.tv_sec + (double)ru.ru_utime.tv_usec / 1e6 +
+                   (double)ru.ru_stime.tv_sec + (double)ru.ru_stime.tv_usec / 1e6;
 
     printf("pushbench %s: %ld subscribers on %ld channels (%s)%s%s\n",
            transport_names[o.transport], o.subscribers, o.channels, o.sub_url ? o.sub_url : "-",
@@ -2286,6 +2306,9 @@ int main(int argc, char **argv)
     if (g_proto_errors)
         printf(", protocol errors: %ld", g_proto_errors);
     printf("; run %.3f s\n", duration_s);
+    if (o.messages > 0)
+        printf("  client:    %.2f s CPU (both threads), receive loop %.0f %% of a core while publishing and draining%s\n",
+           cpu_s, busy_pct, busy_pct > 90 ? " - pushbench may be the bottleneck" : "");
 
     printf("RESULT {\"label\":");
     json_str(stdout, o.label);
@@ -2298,15 +2321,20 @@ int main(int argc, char **argv)
            "\"lost_conns\":%ld,\"duplicated_conns\":%ld,\"reordered_conns\":%ld,"
            "\"closed_by_server\":%ld,\"lp_errors\":%ld,\"protocol_errors\":%ld,"
            "\"connect_s\":%.3f,\"publish_s\":%.3f,\"window_s\":%.3f,\"duration_s\":%.3f,"
-           "\"payload_size\":%ld,\"rate\":%.1f,\"connect_timed_out\":%s}\n",
+           "\"payload_size\":%ld,\"rate\":%.1f,\"connect_timed_out\":%s,"
+           "\"client_cpu_s\":%.2f,\"client_busy_pct\":%.1f}\n",
            transport_names[o.transport], o.subscribers, g_established, g_failed, o.channels,
            o.messages, g_pub_total, g_pub_errors, expected, delivered, g_received, dps, prate,
            p50, p90, p99, pmax, mean, lost, g_dups, g_reorders, lost_conns, dup_conns, reorder_conns,
            g_closed_by_server, g_lp_errors, g_proto_errors, connect_s, publish_s, window_s, duration_s,
-           o.payload_size, o.rate, timed_out ? "true" : "false");
+           o.payload_size, o.rate, timed_out ? "true" : "false", cpu_s, busy_pct);
     fflush(stdout);
     if (g_pub_fatal) {
         fprintf(stderr, "pushbench: publishing failed: %s\n", g_pub_errmsg);
+        return 1;
+    }
+    if (o.subscribers > 0 && !g_established) {
+        fprintf(stderr, "pushbench: no subscriber connection was established\n");
         return 1;
     }
     return 0;

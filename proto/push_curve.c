@@ -1,7 +1,9 @@
 /*
  * push_curve.c — CURVE keys; see push_curve.h.
  */
-#define _GNU_SOURCE
+#ifndef _GNU_SOURCE
+#define _GNU_SOURCE     /* getline */
+#endif
 #include "push_curve.h"
 
 #include <ctype.h>

@@ -314,7 +314,9 @@ static void s_log_event(guard *g, const watch *w, uint16_t event, uint32_t value
                         uint64_t now)
 {
     char seen[GUARD_SEEN_KEY], more[64], why[200];
-    snprintf(seen, sizeof seen, "mon %s %u %x", w->name, (unsigned)event, (unsigned)value);
+    /* the errno of a hang-up varies from one attempt to the next */
+    snprintf(seen, sizeof seen, "mon %s %u %x", w->name, (unsigned)event,
+             event == ZMQ_EVENT_HANDSHAKE_FAILED_NO_DETAIL ? 0u : (unsigned)value);
     int64_t left_out = guard_seen_note(&g->seen, seen, now);
     if (left_out < 0)
         return;

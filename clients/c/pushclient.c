@@ -6,6 +6,7 @@
  * receive failure) throw the REQ socket away and connect a new one.
  */
 #include "pushclient.h"
+#include "push_curve.h"
 #include "push_proto.h"
 
 #include <errno.h>
@@ -24,6 +25,8 @@ struct _pushclient_t {
     char *api_endpoint;
     char *push_endpoint;
     int   timeout;        /* ms */
+    int   curve;          /* pushclient_set_curve() was called */
+    push_curve_key server_key, public_key, secret_key;
     char  errcode[64];
     char  errmsg[512];
 };
@@ -98,8 +101,11 @@ static void *s_socket(pushclient_t *self, int type, const char *endpoint, int li
     void *sock = zmq_socket(self->ctx, type);
     if (!sock)
         return NULL;
+    int curve = self->curve && push_curve_applies(endpoint);
     if (zmq_setsockopt(sock, ZMQ_LINGER, &linger, sizeof linger) < 0
         || zmq_setsockopt(sock, ZMQ_IMMEDIATE, &immediate, sizeof immediate) < 0
+        || (curve && push_curve_set_client(sock, self->server_key, self->public_key,
+                                           self->secret_key) < 0)
         || zmq_connect(sock, endpoint) < 0) {
         int e = errno;
         zmq_close(sock);
@@ -153,8 +159,10 @@ static int s_request(pushclient_t *self, const push_frame *frames, int count,
         s_req_reset(self);
         if (e == EAGAIN)
             return s_error(self, PUSHCLIENT_ETIMEOUT, PUSHCLIENT_ERR_TIMEOUT,
-                           "cannot connect to %s within %d ms", self->api_endpoint,
-                           self->timeout);
+                           "cannot connect to %s within %d ms%s", self->api_endpoint,
+                           self->timeout, self->curve && push_curve_applies(self->api_endpoint)
+                           ? " (or the broker refused the CURVE handshake: check the keys)"
+                           : "");
         return s_error(self, PUSHCLIENT_EFAIL, PUSHCLIENT_ERR_SYSTEM,
                        "send to %s failed: %s", self->api_endpoint, zmq_strerror(e));
     }
@@ -262,8 +270,36 @@ void pushclient_destroy(pushclient_t **self_p)
             ;
     free(self->api_endpoint);
     free(self->push_endpoint);
+    explicit_bzero(self->secret_key, sizeof self->secret_key);
     free(self);
     *self_p = NULL;
+}
+
+/* The key pair: this secret key and its public key, or a new pair. */
+static int s_key_pair(pushclient_t *self, const char *secret_key)
+{
+    if (!secret_key)
+        return zmq_curve_keypair(self->public_key, self->secret_key) == 0 ? 0 : -1;
+    memcpy(self->secret_key, secret_key, PUSH_CURVE_KEY_LEN + 1);
+    return push_curve_public(self->secret_key, self->public_key);
+}
+
+int pushclient_set_curve(pushclient_t *self, const char *server_key, const char *secret_key)
+{
+    s_clear_error(self);
+    if (!server_key || push_curve_decode(server_key, strlen(server_key), NULL) < 0
+        || (secret_key && push_curve_decode(secret_key, strlen(secret_key), NULL) < 0))
+        return s_error(self, PUSHCLIENT_EFAIL, PUSHCLIENT_ERR_INVALID,
+                       "a CURVE key is 40 characters of Z85");
+    memcpy(self->server_key, server_key, PUSH_CURVE_KEY_LEN + 1);
+    if (s_key_pair(self, secret_key) < 0)
+        return s_error(self, PUSHCLIENT_EFAIL, PUSHCLIENT_ERR_SYSTEM,
+                       "cannot make a CURVE key pair: %s", zmq_strerror(errno));
+    self->curve = 1;
+    if (s_req_reset(self) < 0 || s_push_reset(self) < 0)
+        return s_error(self, PUSHCLIENT_EFAIL, PUSHCLIENT_ERR_SYSTEM,
+                       "cannot reconnect with CURVE: %s", zmq_strerror(errno));
+    return 0;
 }
 
 void pushclient_set_timeout(pushclient_t *self, int timeout_ms)

@@ -10,14 +10,18 @@
 
 #include "pushclient.h"
 #include "pushctl_args.h"
+#include "push_curve.h"
 #include "push_proto.h"
 #include "push_token.h"
 
 #include <errno.h>
+#include <fcntl.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <time.h>
+#include <unistd.h>
 #include <zmq.h>
 #include <cjson/cJSON.h>
 #include <openssl/crypto.h>
@@ -71,12 +75,23 @@ static void s_usage(FILE *out)
 "        RIGHTS letters of s (subscribe), p (publish), l (presence); IDENTITY\n"
 "        the holder's presence identity; the token expires after SECONDS\n"
 "        (default %d).\n"
+"  keygen [BASE] [--force]\n"
+"        Make a CURVE key pair (the broker's curve_secret_key_file, a\n"
+"        client's --client-key, mod_push's PushBrokerClientKeys). Without\n"
+"        BASE, prints \"public=<key>\" and \"secret=<key>\" (40 characters of\n"
+"        Z85 each). With BASE, writes BASE.pub and BASE.secret (mode 0600) and\n"
+"        prints the public key; existing files are only replaced with --force.\n"
 "\n"
 "Options (anywhere on the line; \"--\" ends options):\n"
 "  --api ENDPOINT    request/reply endpoint (env PUSH_API, default %s)\n"
 "  --push ENDPOINT   fire-and-forget endpoint (env PUSH_PUSH, default %s)\n"
 "  --timeout MS      wait at most MS milliseconds for a reply\n"
 "                    (env PUSH_TIMEOUT, default %d)\n"
+"  --server-key KEY  use CURVE on tcp:// endpoints: KEY is the broker's public\n"
+"                    key, or a file holding it (env PUSH_CURVE_SERVER_KEY)\n"
+"  --client-key KEY  this client's CURVE secret key, or a file holding it (env\n"
+"                    PUSH_CURVE_CLIENT_KEY); without it, a throwaway key pair,\n"
+"                    which a broker with curve_authorized_keys refuses\n"
 "  -h, --help        show this help and exit\n"
 "  --version         show the version and exit\n"
 "\n"
@@ -92,7 +107,10 @@ static void s_usage(FILE *out)
 "  date | pushctl publish clock -\n"
 "  pushctl history news --after 41 --limit 10\n"
 "  pushctl token --secret-file /etc/apache2/push.secret --channel 'room:*' \\\n"
-"          --rights sl --sub alice --ttl 600\n",
+"          --rights sl --sub alice --ttl 600\n"
+"  pushctl keygen /etc/pushbrokerd/app1\n"
+"  pushctl --server-key /etc/pushbrokerd/broker.pub \\\n"
+"          --client-key /etc/pushbrokerd/app1.secret publish news hello\n",
             PUSHCTL_TTL_DEFAULT, PUSH_DEFAULT_API_ENDPOINT, PUSH_DEFAULT_PUSH_ENDPOINT,
             PUSHCLIENT_DEFAULT_TIMEOUT);
 }
@@ -323,6 +341,126 @@ static int s_cmd_token(const pushctl_args_t *a)
     return EXIT_OK;
 }
 
+/* ---- keygen ------------------------------------------------------------------ */
+
+static int s_keygen_print(const char *pub, const char *sec)
+{
+    printf("public=%s\nsecret=%s\n", pub, sec);
+    return EXIT_OK;
+}
+
+/* Create path with exactly mode (O_EXCL: never through an existing file or
+ * link); --force removes what is there first.  Returns 0 or -1 (printed). */
+static int s_write_key(const char *path, const char *text, mode_t mode, int force)
+{
+    if (force && unlink(path) < 0 && errno != ENOENT) {
+        fprintf(stderr, "pushctl: cannot replace %s: %s\n", path, strerror(errno));
+        return -1;
+    }
+    int fd = open(path, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC | O_NOFOLLOW, mode);
+    if (fd < 0 && errno == EEXIST)
+        fprintf(stderr, "pushctl: %s exists; not overwritten (--force replaces it)\n", path);
+    else if (fd < 0)
+        fprintf(stderr, "pushctl: cannot create %s: %s\n", path, strerror(errno));
+    if (fd < 0)
+        return -1;
+    size_t len = strlen(text);
+    int ok = fchmod(fd, mode) == 0 && write(fd, text, len) == (ssize_t)len && fsync(fd) == 0;
+    int e = errno;
+    if (close(fd) != 0 && ok) {
+        ok = 0;
+        e = errno;
+    }
+    if (!ok) {
+        fprintf(stderr, "pushctl: cannot write %s: %s\n", path, strerror(e));
+        unlink(path);
+    }
+    return ok ? 0 : -1;
+}
+
+/* Both files or neither: the public one goes if the secret one fails. */
+static int s_keygen_files(const pushctl_args_t *a, const char *pub, const char *sec)
+{
+    char pub_path[4096], sec_path[4096], pub_text[256], sec_text[256];
+    if (snprintf(pub_path, sizeof pub_path, "%s.pub", a->keygen_base) >= (int)sizeof pub_path
+        || snprintf(sec_path, sizeof sec_path, "%s.secret", a->keygen_base)
+           >= (int)sizeof sec_path) {
+        fprintf(stderr, "pushctl: keygen: base name too long\n");
+        return EXIT_USAGE;
+    }
+    if (!a->force && (access(pub_path, F_OK) == 0 || access(sec_path, F_OK) == 0)) {
+        fprintf(stderr, "pushctl: %s exists; not overwritten (--force replaces it)\n",
+                access(pub_path, F_OK) == 0 ? pub_path : sec_path);
+        return EXIT_USAGE;
+    }
+    snprintf(pub_text, sizeof pub_text, "# CURVE public key (pushctl keygen)\n%s\n", pub);
+    snprintf(sec_text, sizeof sec_text, "# CURVE secret key (pushctl keygen): keep it "
+             "private. Public key: %s\n%s\n", pub, sec);
+    int rc = EXIT_COMM;
+    if (s_write_key(pub_path, pub_text, 0644, a->force) == 0) {
+        if (s_write_key(sec_path, sec_text, 0600, a->force) == 0)
+            rc = EXIT_OK;
+        else
+            unlink(pub_path);
+    }
+    OPENSSL_cleanse(sec_text, sizeof sec_text);
+    if (rc == EXIT_OK)
+        printf("public=%s\npublic_file=%s\nsecret_file=%s\n", pub, pub_path, sec_path);
+    return rc;
+}
+
+static int s_cmd_keygen(const pushctl_args_t *a)
+{
+    push_curve_key pub, sec;
+    if (zmq_curve_keypair(pub, sec) != 0) {
+        fprintf(stderr, "pushctl: cannot make a CURVE key pair: %s\n", zmq_strerror(errno));
+        return EXIT_COMM;
+    }
+    int status = a->keygen_base ? s_keygen_files(a, pub, sec) : s_keygen_print(pub, sec);
+    OPENSSL_cleanse(sec, sizeof sec);
+    return status;
+}
+
+/* ---- CURVE for the requests ------------------------------------------------ */
+
+static const char *s_env(const char *name)
+{
+    const char *v = getenv(name);
+    return v && *v ? v : NULL;
+}
+
+static int s_key(const char *what, const char *arg, push_curve_key key)
+{
+    char err[1024];
+    int world = 0;
+    if (push_curve_key_arg(arg, key, &world, err, sizeof err) < 0) {
+        fprintf(stderr, "pushctl: %s: %s\n", what, err);
+        return -1;
+    }
+    if (world && strcmp(what, "client key") == 0)
+        fprintf(stderr, "pushctl: warning: %s is readable by every user of this machine\n",
+                arg);
+    return 0;
+}
+
+/* --server-key / --client-key, else their environment variables. */
+static int s_setup_curve(pushclient_t *client, const pushctl_args_t *a)
+{
+    const char *server = a->server_key ? a->server_key : s_env("PUSH_CURVE_SERVER_KEY");
+    const char *secret = a->client_key ? a->client_key : s_env("PUSH_CURVE_CLIENT_KEY");
+    push_curve_key skey, ckey;
+    if (!server && secret)
+        return s_usage_error("a client key (--client-key, PUSH_CURVE_CLIENT_KEY) needs the "
+                             "broker's public key (--server-key, PUSH_CURVE_SERVER_KEY)");
+    if (!server)
+        return EXIT_OK;
+    if (s_key("server key", server, skey) < 0 || (secret && s_key("client key", secret, ckey) < 0))
+        return EXIT_USAGE;
+    int rc = pushclient_set_curve(client, skey, secret ? ckey : NULL);
+    OPENSSL_cleanse(ckey, sizeof ckey);
+    return rc ? s_fail(client, rc) : EXIT_OK;
+}
+
 int main(int argc, char **argv)
 {
     pushctl_args_t a;
@@ -342,8 +480,8 @@ int main(int argc, char **argv)
         return EXIT_OK;
     }
 
-    if (a.cmd == PUSHCTL_CMD_TOKEN) {
-        int status = s_cmd_token(&a);
+    if (a.cmd == PUSHCTL_CMD_TOKEN || a.cmd == PUSHCTL_CMD_KEYGEN) {
+        int status = a.cmd == PUSHCTL_CMD_TOKEN ? s_cmd_token(&a) : s_cmd_keygen(&a);
         if (fflush(stdout) != 0 && status == EXIT_OK) {
             fprintf(stderr, "pushctl: cannot write output: %s\n", strerror(errno));
             status = EXIT_COMM;
@@ -363,7 +501,11 @@ int main(int argc, char **argv)
     if (a.timeout_ms)
         pushclient_set_timeout(client, a.timeout_ms);
 
-    int status;
+    int status = s_setup_curve(client, &a);
+    if (status != EXIT_OK) {
+        pushclient_destroy(&client);
+        return status;
+    }
     switch (a.cmd) {
     case PUSHCTL_CMD_PUBLISH: status = s_cmd_publish(client, &a); break;
     case PUSHCTL_CMD_HISTORY: status = s_cmd_history(client, &a); break;

@@ -36,7 +36,7 @@ static int s_takes_value(const char *name)
 {
     static const char *const with_value[] = {
         "api", "push", "timeout", "event", "after", "limit",
-        "secret-file", "channel", "rights", "sub", "ttl", NULL
+        "secret-file", "channel", "rights", "sub", "ttl", "server-key", "client-key", NULL
     };
     for (int i = 0; with_value[i]; i++)
         if (strcmp(name, with_value[i]) == 0)
@@ -183,6 +183,18 @@ int pushctl_args_parse(pushctl_args_t *out, int argc, char **argv,
             a.ttl = (int64_t)t;
             have_ttl = 1;
         }
+        else if (strcmp(name, "server-key") == 0) {
+            if (!*value)
+                return s_fail(err, errlen, "option --server-key needs a key or a key file");
+            a.server_key = value;
+        }
+        else if (strcmp(name, "client-key") == 0) {
+            if (!*value)
+                return s_fail(err, errlen, "option --client-key needs a key or a key file");
+            a.client_key = value;
+        }
+        else if (strcmp(name, "force") == 0)
+            a.force = 1;
         else if (strcmp(name, "no-ack") == 0)
             a.no_ack = 1;
         else if (strcmp(name, "json") == 0)
@@ -227,6 +239,11 @@ int pushctl_args_parse(pushctl_args_t *out, int argc, char **argv,
         a.cmd = PUSHCTL_CMD_TOKEN;
         want = 0;
     }
+    else if (strcmp(cmd, "keygen") == 0) {
+        /* the base name of the key files is optional */
+        a.cmd = PUSHCTL_CMD_KEYGEN;
+        want = npos > 1 ? 1 : 0;
+    }
     else if (strcmp(cmd, "help") == 0) {
         a.cmd = PUSHCTL_CMD_HELP;
         *out = a;
@@ -247,7 +264,9 @@ int pushctl_args_parse(pushctl_args_t *out, int argc, char **argv,
     }
     if (npos - 1 > want)
         return s_fail(err, errlen, "unexpected argument '%s'", pos[want + 1]);
-    if (want >= 1)
+    if (want >= 1 && a.cmd == PUSHCTL_CMD_KEYGEN)
+        a.keygen_base = pos[1];
+    else if (want >= 1)
         a.channel = pos[1];
     if (want >= 2)
         a.data = pos[2];
@@ -262,8 +281,11 @@ int pushctl_args_parse(pushctl_args_t *out, int argc, char **argv,
         || s_only_for(a.cmd, PUSHCTL_CMD_TOKEN, a.nchannels > 0, "channel", "token", err, errlen)
         || s_only_for(a.cmd, PUSHCTL_CMD_TOKEN, a.rights != NULL, "rights", "token", err, errlen)
         || s_only_for(a.cmd, PUSHCTL_CMD_TOKEN, a.sub != NULL, "sub", "token", err, errlen)
-        || s_only_for(a.cmd, PUSHCTL_CMD_TOKEN, have_ttl, "ttl", "token", err, errlen))
+        || s_only_for(a.cmd, PUSHCTL_CMD_TOKEN, have_ttl, "ttl", "token", err, errlen)
+        || s_only_for(a.cmd, PUSHCTL_CMD_KEYGEN, a.force, "force", "keygen", err, errlen))
         return -1;
+    if (a.keygen_base && !*a.keygen_base)
+        return s_fail(err, errlen, "keygen: empty base name for the key files");
     if (a.cmd == PUSHCTL_CMD_TOKEN) {
         if (!a.secret_file)
             return s_fail(err, errlen, "token needs --secret-file FILE");

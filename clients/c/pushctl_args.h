@@ -24,6 +24,7 @@ typedef enum {
     PUSHCTL_CMD_PING,
     PUSHCTL_CMD_PRESENCE,
     PUSHCTL_CMD_TOKEN,
+    PUSHCTL_CMD_KEYGEN,
     PUSHCTL_CMD_HELP,
     PUSHCTL_CMD_VERSION
 } pushctl_cmd_t;
@@ -51,6 +52,12 @@ typedef struct {
     const char *rights;     /* letters of "spl" */
     const char *sub;        /* NULL: none */
     int64_t     ttl;        /* seconds */
+    /* CURVE (pushctl.c falls back on PUSH_CURVE_SERVER_KEY / _CLIENT_KEY) */
+    const char *server_key; /* --server-key: Z85 or a key file; NULL: none */
+    const char *client_key; /* --client-key: secret key, Z85 or a key file */
+    /* keygen */
+    const char *keygen_base; /* NULL: print the keys; else write BASE.pub, BASE.secret */
+    int         force;      /* --force: replace existing key files */
 } pushctl_args_t;
 
 /* Parse argv (argv[0] is the program name).  env_api / env_push /

@@ -68,6 +68,7 @@ static void *s_create_dir_conf(apr_pool_t *p, char *path)
     d->ws_enabled = d->ws_deflate = d->ws_ping = d->ws_publish = d->ws_raw = PUSH_UNSET;
     d->ws_max_message = PUSH_UNSET;
     d->presence_names = PUSH_UNSET;
+    d->detach = PUSH_UNSET;
     d->token_secret_len = d->token_require = PUSH_UNSET;
     d->max_channels = d->max_subscribers = d->ws_publish_rate = PUSH_UNSET;
     return d;
@@ -92,6 +93,7 @@ static void *s_merge_dir_conf(apr_pool_t *p, void *basev, void *addv)
     MERGE(ws_publish);
     MERGE(ws_raw);
     MERGE(presence_names);
+    MERGE(detach);
     MERGE(token_require);
     MERGE(max_channels);
     MERGE(max_subscribers);
@@ -129,6 +131,7 @@ void push_settings_resolve(const push_dir_conf *d, push_settings *out)
     out->ws_publish = OR_DEFAULT(d->ws_publish, 0);
     out->ws_raw = OR_DEFAULT(d->ws_raw, 0);
     out->presence_names = OR_DEFAULT(d->presence_names, 0);
+    out->detach = OR_DEFAULT(d->detach, 1);
     out->token_secret = d->token_secret;
     out->token_secret_len = d->token_secret ? (size_t)d->token_secret_len : 0;
     out->token_require = OR_DEFAULT(d->token_require, 0);
@@ -337,6 +340,10 @@ static const command_rec s_cmds[] = {
              "let WebSocket clients publish (default off)"),
     AP_INIT_TAKE1("PushWebSocketMode", s_set_ws_mode, NULL, OR_ALL,
                   "json (control messages, default) or raw (frames are published as they are)"),
+    DIR_FLAG("PushDetach", detach,
+             "On (default): an idle SSE or WebSocket connection over plain HTTP is detached "
+             "from httpd once its response head is sent, so that it costs a few hundred bytes "
+             "instead of httpd's connection pools; Off: it stays suspended in httpd"),
     DIR_FLAG("PushPresenceNames", presence_names,
              "let unauthenticated subscribers choose their presence name with ?name= (default off)"),
     AP_INIT_TAKE1("PushTokenSecretFile", s_set_token_secret, NULL, RSRC_CONF | ACCESS_CONF,
@@ -460,8 +467,8 @@ const char *push_token_message(apr_pool_t *pool, int result, const char *channel
     return push_token_result_str((push_token_result)result);
 }
 
-void push_token_log(request_rec *r, conn_rec *c, const char *channel, int right, int result,
-                    const char *sub)
+void push_token_log(request_rec *r, conn_rec *c, const char *client, const char *channel,
+                    int right, int result, const char *sub)
 {
     const char *why = result == PUSH_TOKEN_NO_RIGHT ? "token does not grant this right"
                                                     : push_token_result_str(result);
@@ -471,11 +478,16 @@ void push_token_log(request_rec *r, conn_rec *c, const char *channel, int right,
                       "token refused for %s on channel %s: %s%s%s%s",
                       push_token_right_name(right), channel, why,
                       with_sub ? " (sub \"" : "", with_sub ? sub : "", with_sub ? "\")" : "");
-    else
+    else if (c)
         ap_log_cerror(APLOG_MARK, APLOG_ERR, 0, c, APLOGNO(20080)
                       "token refused for %s on channel %s: %s%s%s%s",
                       push_token_right_name(right), channel, why,
                       with_sub ? " (sub \"" : "", with_sub ? sub : "", with_sub ? "\")" : "");
+    else
+        ap_log_error(APLOG_MARK, APLOG_ERR, 0, push_child_get()->s, "[client %s] " APLOGNO(20080)
+                     "token refused for %s on channel %s: %s%s%s%s", client,
+                     push_token_right_name(right), channel, why,
+                     with_sub ? " (sub \"" : "", with_sub ? sub : "", with_sub ? "\")" : "");
 }
 
 int push_token_check(request_rec *r, const push_settings *set, const char *channel,
@@ -501,7 +513,7 @@ int push_token_check(request_rec *r, const push_settings *set, const char *chann
             strcpy(sub, id);
         return 1;
     }
-    push_token_log(r, NULL, channel, right, rc, id);
+    push_token_log(r, NULL, NULL, channel, right, rc, id);
     push_json_error(r, HTTP_FORBIDDEN, "forbidden", push_token_message(r->pool, rc, channel, right));
     return 0;
 }

@@ -47,6 +47,7 @@ typedef struct push_dir_conf {
     int  ws_publish;           /* PushWebSocketPublish on|off */
     int  ws_raw;               /* PushWebSocketMode raw (1) or json (0) */
     int  presence_names;       /* PushPresenceNames on|off */
+    int  detach;               /* PushDetach on|off */
     const unsigned char *token_secret; /* PushTokenSecretFile: the secret (NULL: none) */
     int  token_secret_len;     /* its length (PUSH_UNSET with no secret) */
     int  token_require;        /* PushTokenRequire on|off */
@@ -73,6 +74,7 @@ typedef struct push_settings {
     int    ws_publish;
     int    ws_raw;
     int    presence_names;
+    int    detach;
     const unsigned char *token_secret;   /* NULL: none configured */
     size_t token_secret_len;
     int    token_require;
@@ -113,9 +115,10 @@ int push_token_check(request_rec *r, const push_settings *set, const char *chann
 const char *push_token_message(apr_pool_t *pool, int result, const char *channel, int right);
 
 /* Log a refused token (never the token itself): where it was refused
- * (r, or c when r is NULL), for which channel and right, and why. */
-void push_token_log(request_rec *r, conn_rec *c, const char *channel, int right, int result,
-                    const char *sub);
+ * (r; or c when r is NULL; or the client address of a detached
+ * connection when both are), for which channel and right, and why. */
+void push_token_log(request_rec *r, conn_rec *c, const char *client, const char *channel,
+                    int right, int result, const char *sub);
 
 /* Whether a comma-separated header value lists token exactly (parameters
  * after ';' and surrounding spaces ignored); case-insensitive unless

@@ -9,14 +9,19 @@
 #include "http_request.h"
 #include "mpm_common.h"
 #include "ap_mpm.h"
+#include "http_ssl.h"
+#include "apr_strings.h"
 
 #include <errno.h>
+#include <fcntl.h>
 #include <pthread.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/epoll.h>
 #include <sys/eventfd.h>
 #include <sys/socket.h>
+#include <sys/uio.h>
 #include <unistd.h>
 
 APLOG_USE_MODULE(push);
@@ -28,6 +33,7 @@ APLOG_USE_MODULE(push);
 #define CLOSE_TIMEOUT    apr_time_from_sec(2)     /* final flush on the worker */
 #define LINGER_TIME      apr_time_from_sec(2)
 #define DESTROY_GRACE    apr_time_from_msec(100)  /* see apache-async.md §3 */
+#define CHUNK_LINE_MAX   10     /* "ffffffff\r\n": reserved before a chunk's data */
 
 enum { HOLD_NEW, HOLD_PARKED, HOLD_BUSY, HOLD_FINISHING, HOLD_LINGER, HOLD_DESTROYING };
 
@@ -99,14 +105,126 @@ static apr_status_t s_kick(push_hold *h)
     return f->frec->filter_func.out_func(f, NULL);
 }
 
+/* ---- lean holds: the reactor's own output buffer -------------------------------- */
+
+static int s_reserve(push_outbuf *o, size_t more)
+{
+    if (o->len + more <= o->cap)
+        return 0;
+    size_t cap = o->cap ? o->cap : 512;
+    while (cap < o->len + more)
+        cap *= 2;
+    char *b = realloc(o->buf, cap);
+    if (!b)
+        return -1;
+    o->buf = b;
+    o->cap = cap;
+    return 0;
+}
+
+/* Append data; in a chunked response the first write after a flush opens
+ * a chunk, whose size line is written when it is closed. */
+static int s_raw_append(push_hold *h, const char *data, size_t len)
+{
+    push_outbuf *o = &h->out_raw;
+    if (s_reserve(o, len + CHUNK_LINE_MAX) < 0)
+        return -1;
+    if (h->chunked && !o->in_chunk) {
+        o->chunk_at = o->len;
+        o->len += CHUNK_LINE_MAX;
+        o->in_chunk = 1;
+    }
+    memcpy(o->buf + o->len, data, len);
+    o->len += len;
+    return 0;
+}
+
+/* Close the open chunk: its size line goes right before its data (the
+ * unused part of the reservation is squeezed out), "\r\n" after it. */
+static int s_raw_close_chunk(push_hold *h)
+{
+    push_outbuf *o = &h->out_raw;
+    if (!o->in_chunk)
+        return 0;
+    o->in_chunk = 0;
+    size_t data_len = o->len - o->chunk_at - CHUNK_LINE_MAX;
+    char line[CHUNK_LINE_MAX + 1];
+    size_t n = (size_t)snprintf(line, sizeof line, "%zx\r\n", data_len);
+    size_t gap = CHUNK_LINE_MAX - n;
+    memcpy(o->buf + o->chunk_at + gap, line, n);
+    if (o->chunk_at == o->off)
+        o->off += gap;            /* nothing unsent before it: skip the gap */
+    else {
+        memmove(o->buf + o->chunk_at, o->buf + o->chunk_at + gap, n + data_len);
+        o->len -= gap;
+    }
+    return s_reserve(o, 2) < 0 ? -1 : (memcpy(o->buf + o->len, "\r\n", 2), o->len += 2, 0);
+}
+
+/* Send what the buffer holds, without blocking.  0: all sent or the socket
+ * is full (s_pending tells), -1: the connection failed. */
+static int s_raw_send(push_hold *h)
+{
+    push_outbuf *o = &h->out_raw;
+    size_t end = o->in_chunk ? o->chunk_at : o->len;   /* never an unfinished chunk */
+    while (o->off < end) {
+        ssize_t n = send(h->fd, o->buf + o->off, end - o->off, MSG_DONTWAIT | MSG_NOSIGNAL);
+        if (n < 0 && errno == EINTR)
+            continue;
+        if (n < 0)
+            return errno == EAGAIN || errno == EWOULDBLOCK ? 0 : -1;
+        o->off += (size_t)n;
+        __atomic_add_fetch(&h->rx->bytes_sent, (uint64_t)n, __ATOMIC_RELAXED);
+    }
+    if (!o->in_chunk) {
+        /* An idle connection keeps no buffer: that is what detaching is for. */
+        free(o->buf);
+        memset(o, 0, sizeof *o);
+    }
+    return 0;
+}
+
+static void s_raw_free(push_outbuf *o)
+{
+    free(o->buf);
+    memset(o, 0, sizeof *o);
+}
+
+/* Unsent bytes, wherever they wait. */
+static int s_pending(push_hold *h)
+{
+    return h->lean ? h->out_raw.off < h->out_raw.len : h->c->data_in_output_filters;
+}
+
+/* Push out what is pending without blocking. */
+static apr_status_t s_send_pending(push_hold *h)
+{
+    if (h->lean)
+        return s_raw_send(h) < 0 ? APR_EGENERAL : APR_SUCCESS;
+    apr_status_t rv = s_kick(h);
+    return rv == APR_SUCCESS && h->c->aborted ? APR_ECONNABORTED : rv;
+}
+
 void push_hold_write(push_hold *h, const char *data, size_t len)
 {
+    if (h->lean) {
+        if (s_raw_append(h, data, len) < 0)
+            h->aborted = 1;
+        return;
+    }
     apr_bucket *b = apr_bucket_heap_create(data, len, NULL, h->c->bucket_alloc);
     APR_BRIGADE_INSERT_TAIL(h->bb, b);
 }
 
 int push_hold_flush(push_hold *h)
 {
+    if (h->lean) {
+        if (h->aborted || s_raw_close_chunk(h) < 0 || s_raw_send(h) < 0) {
+            h->aborted = 1;
+            return -1;
+        }
+        return 0;
+    }
     apr_off_t len = 0;
     if (apr_brigade_length(h->bb, 0, &len) == APR_SUCCESS && len > 0)
         __atomic_add_fetch(&h->rx->bytes_sent, (uint64_t)len, __ATOMIC_RELAXED);
@@ -149,8 +267,107 @@ static void s_free(push_hold *h)
 {
     if (h->tp->cleanup)
         h->tp->cleanup(h);
+    if (h->lean && h->fd >= 0)
+        close(h->fd);
+    s_raw_free(&h->out_raw);
+    free(h->own_channel);
     free((char *)h->client.identity);
     free(h);
+}
+
+server_rec *push_hold_server(const push_hold *h)
+{
+    return h->rx->s;
+}
+
+apr_status_t push_hold_pool(push_hold *h, apr_pool_t **p)
+{
+    /* A lean hold has no connection pool; an unmanaged pool has its own
+     * allocator, so no lock is shared with anyone. */
+    if (h->c)
+        return apr_pool_create(p, h->c->pool);
+    return apr_pool_create_unmanaged_ex(p, NULL, NULL);
+}
+
+/* ---- detaching a connection from Apache ----------------------------------------- */
+
+/* Output filters whose work is done once the head is sent (or that only
+ * count bytes): the reactor can stand in for them.  Anything else (TLS,
+ * compression, a filter we do not know) keeps the connection in Apache. */
+static int s_filter_known(const char *name)
+{
+    static const char *const known[] = {
+        "byterange", "content_length", "http_header", "http_outerror", "chunk", "core",
+        "log_input_output", "reqtimeout", NULL
+    };
+    for (int i = 0; known[i]; i++)
+        if (strcasecmp(name, known[i]) == 0)
+            return 1;
+    return 0;
+}
+
+static int s_filters_known(ap_filter_t *f)
+{
+    for (; f; f = f->next)
+        if (!s_filter_known(f->frec->name))
+            return 0;
+    return 1;
+}
+
+/* Whether the connection's input filters already hold bytes (read along
+ * with the request): only Apache could give them to us. */
+static int s_input_buffered(push_hold *h)
+{
+    apr_bucket_brigade *bb = apr_brigade_create(h->r->pool, h->c->bucket_alloc);
+    apr_status_t rv = ap_get_brigade(h->c->input_filters, bb, AP_MODE_SPECULATIVE,
+                                     APR_NONBLOCK_READ, 1);
+    int buffered = rv == APR_SUCCESS && !APR_BRIGADE_EMPTY(bb);
+    apr_brigade_destroy(bb);
+    return buffered;
+}
+
+static int s_can_detach(push_hold *h)
+{
+    conn_rec *c = h->c;
+    return h->set.detach && !c->master && !ap_ssl_conn_is_ssl(c) && !c->aborted
+           && !c->data_in_output_filters && s_filters_known(h->out)
+           && s_filters_known(c->output_filters)
+           && (!h->tp->readable || !s_input_buffered(h));
+}
+
+int push_hold_detach(push_hold *h)
+{
+    if (!s_can_detach(h))
+        return 0;
+    conn_rec *c = h->c;
+    int fd = fcntl(h->fd, F_DUPFD_CLOEXEC, 0);
+    char *channel = strdup(h->channel);
+    if (fd < 0 || !channel) {
+        if (fd >= 0)
+            close(fd);
+        free(channel);
+        return 0;
+    }
+    h->own_channel = channel;
+    h->channel = channel;
+    apr_snprintf(h->client_ip, sizeof h->client_ip, "%s:%d", c->client_ip ? c->client_ip : "-",
+                 c->client_addr ? (int)c->client_addr->port : 0);
+    h->chunked = !h->tp->upgraded && h->r->chunked;
+    h->fd = fd;
+    h->lean = 1;
+    h->r = NULL;
+    h->c = NULL;
+    h->bb = NULL;
+    h->out = NULL;
+    /* From here Apache writes nothing more (the core output filter drops
+     * everything for an aborted connection) and closes its descriptor
+     * without a lingering close; the socket lives on in ours. */
+    c->aborted = 1;
+    c->keepalive = AP_CONN_CLOSE;
+    ap_log_cerror(APLOG_MARK, APLOG_TRACE1, 0, c, APLOGNO(20017)
+                  "%s connection detached from httpd (fd %d)", h->tp->name, fd);
+    push_reactor_park(h->rx, h);
+    return 1;
 }
 
 static void s_wakeup(push_reactor *rx);
@@ -195,7 +412,8 @@ void push_reactor_reset(void *arg)
 void push_reactor_park(push_reactor *rx, push_hold *h)
 {
     h->suspended_at = apr_time_now();
-    apr_socket_timeout_set(ap_get_conn_socket(h->c), PARKED_TIMEOUT);
+    if (!h->lean)
+        apr_socket_timeout_set(ap_get_conn_socket(h->c), PARKED_TIMEOUT);
     pthread_mutex_lock(&rx->lock);
     h->next = rx->incoming;
     rx->incoming = h;
@@ -210,11 +428,15 @@ static void s_epoll(push_reactor *rx, push_hold *h, int op, int events)
         h->events = events;
 }
 
-static void s_want_out(push_reactor *rx, push_hold *h, int on)
+static void s_want(push_reactor *rx, push_hold *h, int events)
 {
-    int events = EPOLLIN | EPOLLRDHUP | EPOLLET | (on ? EPOLLOUT : 0);
     if (events != h->events)
         s_epoll(rx, h, EPOLL_CTL_MOD, events);
+}
+
+static void s_want_out(push_reactor *rx, push_hold *h, int on)
+{
+    s_want(rx, h, EPOLLIN | EPOLLRDHUP | EPOLLET | (on ? EPOLLOUT : 0));
 }
 
 static void s_list_remove(push_hold **head, push_hold *h)
@@ -292,17 +514,70 @@ static void s_finish_and_return(void *arg)
     s_wakeup(rx);
 }
 
+static void s_want(push_reactor *rx, push_hold *h, int events);
+
+/* The client's FIN, or the time is up: a lean hold's socket is closed
+ * (the hold is freed by the next tick, never under a caller's feet). */
+static void s_lean_close(push_reactor *rx, push_hold *h)
+{
+    if (h->fd >= 0) {
+        epoll_ctl(rx->epfd, EPOLL_CTL_DEL, h->fd, NULL);
+        close(h->fd);
+        h->fd = -1;
+    }
+    h->linger_until = 0;
+    h->close_by = 0;
+}
+
+/* Lean: the last words are out; say so with a FIN and wait for the
+ * client's (a lingering close, so that no RST eats what we sent). */
+static void s_lean_linger(push_reactor *rx, push_hold *h)
+{
+    h->close_by = 0;
+    if (shutdown(h->fd, SHUT_WR) < 0) {
+        s_lean_close(rx, h);
+        return;
+    }
+    h->linger_until = apr_time_now() + LINGER_TIME;
+    s_want(rx, h, EPOLLIN | EPOLLRDHUP);
+}
+
+/* Lean: end of the response (last chunk), flushed without blocking for at
+ * most CLOSE_TIMEOUT, then the lingering close. */
+static void s_lean_end(push_reactor *rx, push_hold *h)
+{
+    s_list_push(&rx->closing, h);
+    h->state = HOLD_LINGER;
+    if (!h->aborted && h->chunked)
+        push_hold_write(h, "", 0);          /* opens an empty chunk: "0\r\n\r\n" */
+    if (h->aborted || push_hold_flush(h) < 0) {
+        s_lean_close(rx, h);
+        return;
+    }
+    if (s_pending(h)) {
+        h->close_by = apr_time_now() + CLOSE_TIMEOUT;
+        s_want(rx, h, EPOLLIN | EPOLLOUT | EPOLLRDHUP | EPOLLET);
+        return;
+    }
+    s_lean_linger(rx, h);
+}
+
 /* Reactor: stop holding h and lend a worker to finish the request. */
 static void s_end(push_reactor *rx, push_hold *h, int aborted)
 {
     if (aborted)
         h->aborted = 1;
     push_hub_detach(rx->hub, &h->client);
-    epoll_ctl(rx->epfd, EPOLL_CTL_DEL, h->fd, NULL);
-    h->events = 0;
+    if (!h->lean)
+        epoll_ctl(rx->epfd, EPOLL_CTL_DEL, h->fd, NULL);
     s_list_remove(&rx->held, h);
     __atomic_sub_fetch(&rx->nheld, 1, __ATOMIC_RELAXED);
     __atomic_sub_fetch(&rx->held_by[h->tp->slot], 1, __ATOMIC_RELAXED);
+    if (h->lean) {
+        s_lean_end(rx, h);
+        return;
+    }
+    h->events = 0;
     h->state = HOLD_FINISHING;
     finish_baton *fb = malloc(sizeof *fb);
     if (fb) {
@@ -372,12 +647,12 @@ static void s_release(push_entry *e, int n)
 
 static void s_process(push_reactor *rx, push_hold *h)
 {
-    if (h->c->data_in_output_filters) {
-        if (s_kick(h) != APR_SUCCESS || h->c->aborted) {
+    if (s_pending(h)) {
+        if (s_send_pending(h) != APR_SUCCESS) {
             s_end(rx, h, 1);
             return;
         }
-        if (h->c->data_in_output_filters) {
+        if (s_pending(h)) {
             /* The socket takes nothing: the queue is not drained, so its
              * overflow is looked at here (a client that never reads again
              * would otherwise never be cut off). */
@@ -407,7 +682,7 @@ static void s_process(push_reactor *rx, push_hold *h)
             s_end(rx, h, h->aborted);
             return;
         }
-        if (h->c->data_in_output_filters) {
+        if (s_pending(h)) {
             s_want_out(rx, h, 1);
             return;
         }
@@ -432,12 +707,22 @@ static void s_on_socket(push_reactor *rx, push_hold *h, uint32_t events)
 {
     char b;
     if (h->state == HOLD_LINGER) {
+        if (h->lean && h->close_by && (events & EPOLLOUT)) {
+            if (s_raw_send(h) < 0)
+                s_lean_close(rx, h);
+            else if (!s_pending(h))
+                s_lean_linger(rx, h);
+            return;
+        }
         char buf[512];
         ssize_t n;
         while ((n = recv(h->fd, buf, sizeof buf, MSG_DONTWAIT)) > 0)
             ;
-        if (n == 0 || (n < 0 && errno != EAGAIN && errno != EWOULDBLOCK))
+        if (n == 0 || (n < 0 && errno != EAGAIN && errno != EWOULDBLOCK)) {
             h->linger_until = 0;
+            if (h->lean)
+                s_lean_close(rx, h);
+        }
         return;
     }
     if (h->state == HOLD_BUSY) {
@@ -547,6 +832,14 @@ static void s_tick(push_reactor *rx)
     }
     for (push_hold *h = rx->closing, *next; h; h = next) {
         next = h->next;
+        if (h->lean) {
+            if ((h->close_by && now < h->close_by) || (h->linger_until && now < h->linger_until))
+                continue;
+            s_lean_close(rx, h);
+            s_list_remove(&rx->closing, h);
+            s_free(h);
+            continue;
+        }
         if (h->linger_until && now < h->linger_until)
             continue;
         /* The suspending worker may still be leaving the MPM (apache-async.md §3). */

@@ -16,6 +16,14 @@
  *      MPM worker (timed callback, t = 0) to finish the request (last chunk,
  *      logging), then waits for the client's FIN (at most 2 s) and lends a
  *      worker again to destroy the connection's pool.
+ *
+ * A detached ("lean") hold skips 2-4: once the response head is written, the
+ * handler gives the socket (a duplicate of its descriptor) to the reactor
+ * and lets Apache close its side and free the connection's pools, which are
+ * most of what an idle connection costs (~30 KiB).  The reactor then writes
+ * to the socket itself (chunked framing included), reads WebSocket input
+ * itself, and closes.  Only plain-HTTP connections whose filters do nothing
+ * the reactor cannot do qualify (push_hold_detach); TLS stays in Apache.
  * See docs/architecture.md and ../shared/docs/apache-async.md for why.
  */
 #ifndef PUSH_REACTOR_H
@@ -56,10 +64,18 @@ typedef struct push_transport {
     void (*cleanup)(push_hold *h);
 } push_transport;
 
+/* Bytes a lean hold could not send yet (reactor or borrowed worker). */
+typedef struct push_outbuf {
+    char   *buf;
+    size_t  off, len, cap;
+    size_t  chunk_at;      /* where the open chunk's size line is reserved */
+    int     in_chunk;
+} push_outbuf;
+
 struct push_hold {
     push_client           client;     /* the hub's side; first member */
-    request_rec          *r;
-    conn_rec             *c;
+    request_rec          *r;          /* NULL once detached (lean) */
+    conn_rec             *c;          /* NULL once detached (lean) */
     int                   fd;
     const push_transport *tp;
     push_settings         set;
@@ -78,6 +94,13 @@ struct push_hold {
     apr_time_t            suspended_at;
     apr_time_t            linger_until;
     int                   aborted;
+    /* lean (detached) holds */
+    int                   lean;
+    int                   chunked;    /* the response is chunked: frame every flush */
+    push_outbuf           out_raw;
+    apr_time_t            close_by;   /* give up flushing the last words */
+    char                 *own_channel; /* channel copied out of r->pool */
+    char                  client_ip[48];
     push_hold            *prev, *next;
     push_hold            *next_returning;
 };
@@ -103,6 +126,29 @@ void push_reactor_reset(void *rx);
 /* Worker: a new hold for r, not yet parked.  Allocated with malloc. */
 push_hold *push_hold_new(push_reactor *rx, request_rec *r, const push_transport *tp,
                          const push_settings *set, const char *channel);
+
+/* Worker, in the handler, once the response head and everything before
+ * it are flushed: detach the connection from Apache (see above) and give
+ * it to the reactor.  Returns 1 when done: the handler returns OK and
+ * Apache closes only its own descriptor.  Returns 0 when the connection
+ * must stay Apache's (TLS, an output filter the reactor cannot stand in
+ * for, input already buffered): the handler suspends it as usual. */
+int push_hold_detach(push_hold *h);
+
+/* Log about a hold's client: through its conn_rec while it has one, else
+ * with the server and the client's address (lean holds). */
+#define push_hold_log(h, level, tag, fmt, ...)                                        \
+    do {                                                                             \
+        if ((h)->c)                                                                  \
+            ap_log_cerror(APLOG_MARK, level, 0, (h)->c, tag fmt, ##__VA_ARGS__);     \
+        else                                                                         \
+            ap_log_error(APLOG_MARK, level, 0, push_hold_server(h),                   \
+                         "[client %s] " tag fmt, (h)->client_ip, ##__VA_ARGS__);      \
+    } while (0)
+server_rec *push_hold_server(const push_hold *h);
+
+/* A pool for work a borrowed worker does on the hold; destroy it after. */
+apr_status_t push_hold_pool(push_hold *h, apr_pool_t **p);
 
 /* Worker: the handler did not suspend after all: detach and free. */
 void push_hold_discard(push_reactor *rx, push_hold *h);

@@ -80,8 +80,12 @@ static int s_fetch_page(conn_rec *c, const char *channel, const char *after,
     if (!push_frame_is(&rep, 2, PUSH_REP_OK))
         status = HTTP_BAD_REQUEST;
     else if ((*got = s_parse_page(channel, &rep, out)) < 0) {
-        ap_log_cerror(APLOG_MARK, APLOG_ERR, 0, c, APLOGNO(20020)
-                      "malformed history reply from pushbrokerd for channel %s", channel);
+        if (c)
+            ap_log_cerror(APLOG_MARK, APLOG_ERR, 0, c, APLOGNO(20020)
+                          "malformed history reply from pushbrokerd for channel %s", channel);
+        else
+            ap_log_error(APLOG_MARK, APLOG_ERR, 0, ch->s, APLOGNO(20020)
+                         "malformed history reply from pushbrokerd for channel %s", channel);
         status = HTTP_BAD_GATEWAY;
     }
     push_frames_close(&rep);
@@ -250,6 +254,9 @@ static int s_hold(request_rec *r, const char *channel, const push_settings *set,
         r->connection->keepalive = AP_CONN_CLOSE;
         h->deadline = apr_time_now() + set->longpoll_timeout;
     }
+    /* A long poll is answered soon and stays in httpd; a stream is detached. */
+    if (sse && push_hold_detach(h))
+        return OK;
     ap_set_module_config(r->connection->conn_config, &push_module, h);
     return SUSPENDED;
 }

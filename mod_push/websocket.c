@@ -212,8 +212,7 @@ static int s_tick(push_hold *h, apr_time_t now)
 {
     ws_state *ws = h->tdata;
     if (ws->awaiting_pong) {
-        ap_log_cerror(APLOG_MARK, APLOG_DEBUG, 0, h->c, APLOGNO(20050)
-                      "WebSocket peer did not answer a ping: closing");
+        push_hold_log(h, APLOG_DEBUG, APLOGNO(20050), "WebSocket peer did not answer a ping: closing");
         h->aborted = 1;
         return 1;
     }
@@ -311,7 +310,7 @@ static int s_allowed(push_hold *h, const cJSON *root, const char *channel, int r
         return 1;
     if (result)
         *result = rc;
-    push_token_log(NULL, h->c, channel, right, rc, sub);
+    push_token_log(NULL, h->c, h->client_ip, channel, right, rc, sub);
     if (!h->set.ws_raw) {
         char *msg = NULL;
         if (rc == PUSH_TOKEN_NO_RIGHT && asprintf(&msg, "token does not grant %s on channel %s",
@@ -611,7 +610,83 @@ static int s_on_unit(void *arg, const push_ws_unit *u)
 
 static void s_run_cmds(push_hold *h);
 
-/* Reactor: read what the client sent, until the filters have no more. */
+/* Parse bytes the client sent.  Returns 1 when the hold ends, 0 to read
+ * on, -1 when the reactor must wait for a worker (commands to run). */
+static int s_feed(push_hold *h, const char *data, size_t len)
+{
+    ws_state *ws = h->tdata;
+    int rc = push_ws_parser_feed(&ws->parser, data, len, s_on_unit, h);
+    if (rc != WS_END && rc <= 0)
+        return 0;
+    if (rc > 0)
+        s_close(h, (unsigned)rc, NULL);
+    if (push_hold_flush(h) < 0)
+        return 1;
+    /* Publishes that came before the end are still done; then the reactor
+     * ends the connection (close_sent). */
+    for (ws_cmd *c = ws->cmds; c && ws->close_sent; c = c->next)
+        if (c->op == CMD_PUBLISH) {
+            push_hold_borrow(h, s_run_cmds);
+            return -1;
+        }
+    return 1;
+}
+
+/* What the client sent, through httpd's input filters.  Returns 1 when
+ * the hold ends, 0 when the filters have no more, -1 as s_feed. */
+static int s_read_filters(push_hold *h)
+{
+    ws_state *ws = h->tdata;
+    apr_brigade_cleanup(ws->in);
+    apr_status_t rv = ap_get_brigade(h->c->input_filters, ws->in, AP_MODE_READBYTES,
+                                     APR_NONBLOCK_READ, 16384);
+    if (APR_STATUS_IS_EAGAIN(rv) || (rv == APR_SUCCESS && APR_BRIGADE_EMPTY(ws->in))) {
+        /* A non-blocking read reports the peer's FIN only as "nothing
+         * yet", and edge-triggered epoll says no more: look at the socket. */
+        char b;
+        if (recv(h->fd, &b, 1, MSG_PEEK | MSG_DONTWAIT) == 0) {
+            h->aborted = !ws->close_sent;
+            return 1;
+        }
+        return 2;
+    }
+    if (rv != APR_SUCCESS) {
+        h->aborted = !ws->close_sent;
+        return 1;
+    }
+    for (apr_bucket *b = APR_BRIGADE_FIRST(ws->in); b != APR_BRIGADE_SENTINEL(ws->in);
+         b = APR_BUCKET_NEXT(b)) {
+        const char *data;
+        apr_size_t len;
+        if (APR_BUCKET_IS_EOS(b)) {
+            h->aborted = !ws->close_sent;
+            return 1;
+        }
+        if (apr_bucket_read(b, &data, &len, APR_BLOCK_READ) != APR_SUCCESS)
+            return h->aborted = 1;
+        int rc = s_feed(h, data, len);
+        if (rc)
+            return rc;
+    }
+    return 0;
+}
+
+/* The same straight from the socket (a detached connection). */
+static int s_read_socket(push_hold *h)
+{
+    ws_state *ws = h->tdata;
+    char buf[16384];
+    ssize_t n = recv(h->fd, buf, sizeof buf, MSG_DONTWAIT);
+    if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR))
+        return 2;
+    if (n <= 0) {
+        h->aborted = !ws->close_sent;
+        return 1;
+    }
+    return s_feed(h, buf, (size_t)n);
+}
+
+/* Reactor: read what the client sent, until there is no more. */
 static int s_readable(push_hold *h)
 {
     ws_state *ws = h->tdata;
@@ -624,49 +699,13 @@ static int s_readable(push_hold *h)
             h->input_pending = 1;        /* read on when the worker is back */
             break;
         }
-        apr_brigade_cleanup(ws->in);
-        apr_status_t rv = ap_get_brigade(h->c->input_filters, ws->in, AP_MODE_READBYTES,
-                                         APR_NONBLOCK_READ, 16384);
-        if (APR_STATUS_IS_EAGAIN(rv) || (rv == APR_SUCCESS && APR_BRIGADE_EMPTY(ws->in))) {
-            /* A non-blocking read reports the peer's FIN only as "nothing
-             * yet", and edge-triggered epoll says no more: look at the socket. */
-            char b;
-            if (recv(h->fd, &b, 1, MSG_PEEK | MSG_DONTWAIT) == 0) {
-                h->aborted = !ws->close_sent;
-                return 1;
-            }
-            break;
-        }
-        if (rv != APR_SUCCESS) {
-            h->aborted = !ws->close_sent;
+        int rc = h->lean ? s_read_socket(h) : s_read_filters(h);
+        if (rc == 1)
             return 1;
-        }
-        for (apr_bucket *b = APR_BRIGADE_FIRST(ws->in); b != APR_BRIGADE_SENTINEL(ws->in);
-             b = APR_BUCKET_NEXT(b)) {
-            const char *data;
-            apr_size_t len;
-            if (APR_BUCKET_IS_EOS(b)) {
-                h->aborted = !ws->close_sent;
-                return 1;
-            }
-            if (apr_bucket_read(b, &data, &len, APR_BLOCK_READ) != APR_SUCCESS)
-                return h->aborted = 1;
-            int rc = push_ws_parser_feed(&ws->parser, data, len, s_on_unit, h);
-            if (rc == WS_END || rc > 0) {
-                if (rc > 0)
-                    s_close(h, (unsigned)rc, NULL);
-                if (push_hold_flush(h) < 0)
-                    return 1;
-                /* Publishes that came before the end are still done; then
-                 * the reactor ends the connection (close_sent). */
-                for (ws_cmd *c = ws->cmds; c && ws->close_sent; c = c->next)
-                    if (c->op == CMD_PUBLISH) {
-                        push_hold_borrow(h, s_run_cmds);
-                        return 0;
-                    }
-                return 1;
-            }
-        }
+        if (rc == -1)
+            return 0;
+        if (rc == 2)
+            break;
     }
     if (push_hold_flush(h) < 0)
         return 1;
@@ -700,9 +739,9 @@ static void s_subscribe(push_hold *h, apr_pool_t *p, const char *channel, int ha
             s_error(h, "internal", "out of memory", ref);
             return;
         }
-        ap_log_cerror(APLOG_MARK, APLOG_INFO, 0, h->c, APLOGNO(20084)
-                      "WebSocket subscribe refused: channel %s has %d subscribers in this "
-                      "process (PushMaxSubscribers)", channel, h->set.max_subscribers);
+        push_hold_log(h, APLOG_INFO, APLOGNO(20084), "WebSocket subscribe refused: channel %s "
+                      "has %d subscribers in this process (PushMaxSubscribers)", channel,
+                      h->set.max_subscribers);
         s_error(h, "limit", apr_psprintf(p, "channel %s has reached its subscriber limit "
                                          "(PushMaxSubscribers %d)", channel,
                                          h->set.max_subscribers), ref);
@@ -772,7 +811,7 @@ static void s_run_cmds(push_hold *h)
 {
     ws_state *ws = h->tdata;
     apr_pool_t *p;
-    if (apr_pool_create(&p, h->c->pool) != APR_SUCCESS)
+    if (push_hold_pool(h, &p) != APR_SUCCESS)
         return;
     ws->running = 1;
     while (ws->cmds) {
@@ -958,6 +997,8 @@ int push_ws_handle(request_rec *r, const char *channel, const push_settings *set
     }
     if (set->ws_ping > 0)
         h->deadline = apr_time_now() + set->ws_ping;
+    if (push_hold_detach(h))
+        return OK;
     ap_set_module_config(r->connection->conn_config, &push_module, h);
     return SUSPENDED;
 }

@@ -2,6 +2,7 @@
  * link.c — the broker link thread of one Apache child; see link.h.
  */
 #include "link.h"
+#include "link_keys.h"
 #include "mod_push.h"
 
 #include "http_log.h"
@@ -51,6 +52,10 @@ struct push_link {
     void             *wake_arg;
     void             *ctx;
     void             *sock;
+    void             *mon;         /* handshake events of sock (NULL: none) */
+    int               curve;       /* the link uses CURVE */
+    push_curve_key    public_key;  /* ... with this public key */
+    int               hs_logged;   /* link thread: the handshake failure last logged */
     int               evfd;
     pthread_t         thread;
     int               started;
@@ -277,7 +282,9 @@ static void s_on_welcome(push_link *l, push_frames *f)
     if (l->welcomed && epoch == l->epoch)
         return;
     ap_log_error(APLOG_MARK, APLOG_INFO, 0, l->s, APLOGNO(20003)
-                 "linked to pushbrokerd at %s (epoch %" APR_UINT64_T_FMT ")", l->endpoint, epoch);
+                 "linked to pushbrokerd at %s (epoch %" APR_UINT64_T_FMT ")%s%s", l->endpoint,
+                 epoch, l->curve ? " with CURVE, as public key " : "",
+                 l->curve ? l->public_key : "");
     if (l->epoch && epoch != l->epoch)
         l->reset(l->wake_arg);
     l->epoch = epoch;
@@ -354,7 +361,57 @@ static void s_warn_never_up(push_link *l, int64_t now, int *warned)
     *warned = 1;
     ap_log_error(APLOG_MARK, APLOG_WARNING, 0, l->s, APLOGNO(20009)
                  "no answer from pushbrokerd at %s since this child started: is it running, "
-                 "and may this user connect to it (ipc:// socket permissions)?", l->endpoint);
+                 "and may this user connect to it (ipc:// socket permissions%s)?", l->endpoint,
+                 l->curve ? ", CURVE keys" : "");
+}
+
+/* ---- link thread: handshake failures --------------------------------------- */
+
+/* Why the handshake failed, said once per kind until one succeeds: a
+ * refused link retries every 100 ms or so. */
+static void s_log_handshake(push_link *l, uint16_t event, uint32_t value)
+{
+    int kind = event == ZMQ_EVENT_HANDSHAKE_FAILED_AUTH ? 1
+             : value == ZMQ_PROTOCOL_ERROR_ZMTP_MECHANISM_MISMATCH ? 2 : 3;
+    if (kind == l->hs_logged)
+        return;
+    l->hs_logged = kind;
+    if (kind == 1)
+        ap_log_error(APLOG_MARK, APLOG_ERR, 0, l->s, APLOGNO(20093)
+                     "pushbrokerd at %s refused this server's CURVE public key %s (status %u): "
+                     "add it to the broker's curve_authorized_keys", l->endpoint,
+                     l->public_key, (unsigned)value);
+    else if (kind == 2)
+        ap_log_error(APLOG_MARK, APLOG_ERR, 0, l->s, APLOGNO(20094)
+                     "pushbrokerd at %s %s", l->endpoint, l->curve
+                     ? "does not use CURVE, but PushBrokerServerKey is set: give the broker "
+                       "curve_secret_key_file, or remove PushBrokerServerKey"
+                     : "uses CURVE: set PushBrokerServerKey to its public key (and "
+                       "PushBrokerClientKeys if it has curve_authorized_keys)");
+    else
+        ap_log_error(APLOG_MARK, APLOG_ERR, 0, l->s, APLOGNO(20095)
+                     "the handshake with pushbrokerd at %s failed (event 0x%x, 0x%x)%s",
+                     l->endpoint, (unsigned)event, (unsigned)value, l->curve
+                     ? ": is PushBrokerServerKey the broker's public key?"
+                     : ": does the broker use CURVE (PushBrokerServerKey)?");
+}
+
+static void s_on_monitor(push_link *l)
+{
+    push_frames f;
+    while (push_frames_recv(l->mon, &f, ZMQ_DONTWAIT) == 0) {
+        uint16_t event = 0;
+        uint32_t value = 0;
+        if (f.count >= 1 && f.frame[0].size == 6) {
+            memcpy(&event, f.frame[0].data, sizeof event);
+            memcpy(&value, f.frame[0].data + 2, sizeof value);
+        }
+        push_frames_close(&f);
+        if (event == ZMQ_EVENT_HANDSHAKE_SUCCEEDED)
+            l->hs_logged = 0;
+        else if (event)
+            s_log_handshake(l, event, value);
+    }
 }
 
 static void *s_thread(void *arg)
@@ -364,12 +421,15 @@ static void *s_thread(void *arg)
     int warned = 0;
     s_send_hello(l);
     while (!__atomic_load_n(&l->stop, __ATOMIC_ACQUIRE)) {
-        zmq_pollitem_t items[2] = {
+        zmq_pollitem_t items[3] = {
             { l->sock, 0, ZMQ_POLLIN, 0 },
             { NULL, l->evfd, ZMQ_POLLIN, 0 },
+            { l->mon, 0, ZMQ_POLLIN, 0 },
         };
-        if (zmq_poll(items, 2, 100) < 0 && errno == ETERM)
+        if (zmq_poll(items, l->mon ? 3 : 2, 100) < 0 && errno == ETERM)
             break;
+        if (l->mon && (items[2].revents & ZMQ_POLLIN))
+            s_on_monitor(l);
         if (items[1].revents & ZMQ_POLLIN)
             s_run_cmds(l);
         if (items[0].revents & ZMQ_POLLIN)
@@ -391,6 +451,25 @@ static void *s_thread(void *arg)
 
 /* ---- lifecycle ---------------------------------------------------------- */
 
+/* Handshake events, so that a refused link says why.  Without them the link
+ * still works: a failure here is no reason not to start. */
+static void s_open_monitor(push_link *l)
+{
+    const char *addr = "inproc://mod_push.link.monitor";
+    int zero = 0;
+    if (zmq_socket_monitor(l->sock, addr, ZMQ_EVENT_HANDSHAKE_SUCCEEDED
+                           | ZMQ_EVENT_HANDSHAKE_FAILED_NO_DETAIL
+                           | ZMQ_EVENT_HANDSHAKE_FAILED_PROTOCOL
+                           | ZMQ_EVENT_HANDSHAKE_FAILED_AUTH) < 0
+        || !(l->mon = zmq_socket(l->ctx, ZMQ_PAIR)))
+        return;
+    zmq_setsockopt(l->mon, ZMQ_LINGER, &zero, sizeof zero);
+    if (zmq_connect(l->mon, addr) < 0) {
+        zmq_close(l->mon);
+        l->mon = NULL;
+    }
+}
+
 static int s_open_socket(push_link *l)
 {
     int zero = 0, one = 1, hwm = 1000000;
@@ -402,6 +481,9 @@ static int s_open_socket(push_link *l)
     zmq_setsockopt(l->sock, ZMQ_IMMEDIATE, &one, sizeof one);
     zmq_setsockopt(l->sock, ZMQ_RCVHWM, &hwm, sizeof hwm);
     zmq_setsockopt(l->sock, ZMQ_SNDHWM, &hwm, sizeof hwm);
+    if (push_link_apply_keys(l->sock, l->s, l->endpoint, &l->curve, l->public_key) < 0)
+        return -1;
+    s_open_monitor(l);
     return zmq_connect(l->sock, l->endpoint);
 }
 
@@ -452,6 +534,8 @@ void push_link_stop(push_link **lp)
     }
     if (l->sock)
         zmq_close(l->sock);
+    if (l->mon)
+        zmq_close(l->mon);
     if (l->ctx)
         zmq_ctx_term(l->ctx);
     if (l->evfd >= 0)

@@ -8,6 +8,7 @@
 #include "mod_push.h"
 #include "hub.h"
 #include "link.h"
+#include "link_keys.h"
 #include "reactor.h"
 #include "status.h"
 #include "poll_format.h"
@@ -312,6 +313,10 @@ static const command_rec s_cmds[] = {
                   "ZeroMQ endpoint of pushbrokerd's link socket, e.g. tcp://127.0.0.1:7703"),
     AP_INIT_TAKE1("PushBrokerTimeout", s_set_broker_timeout, NULL, RSRC_CONF,
                   "milliseconds to wait for pushbrokerd's answer (default 5000)"),
+    AP_INIT_TAKE1("PushBrokerServerKey", push_link_set_server_key, NULL, RSRC_CONF,
+                  "pushbrokerd's CURVE public key, or a file holding it: the link uses CURVE"),
+    AP_INIT_TAKE12("PushBrokerClientKeys", push_link_set_client_keys, NULL, RSRC_CONF,
+                   "[public key file] secret key file: this server's CURVE key pair"),
     DIR_INT("PushLongPollTimeout", longpoll_timeout,
             "seconds a long poll waits for a message (default 30)"),
     DIR_INT("PushSSEKeepalive", sse_keepalive,
@@ -588,7 +593,7 @@ static apr_status_t s_child_exit(void *arg)
 static int s_post_config(apr_pool_t *pconf, apr_pool_t *plog, apr_pool_t *ptemp, server_rec *s)
 {
     push_status_init(pconf, s);   /* without it, push-status reports one child */
-    return OK;
+    return push_link_check_keys(s);
 }
 
 static void s_status_tick(void *arg)

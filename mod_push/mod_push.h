@@ -26,6 +26,9 @@ extern module AP_MODULE_DECLARE_DATA push_module;
 typedef struct push_server_conf {
     const char *broker;        /* PushBroker: the broker's link endpoint */
     int         broker_timeout_ms; /* PushBrokerTimeout */
+    const char *broker_server_key; /* PushBrokerServerKey: Z85 (NULL: no CURVE) */
+    const char *broker_public_key; /* PushBrokerClientKeys: Z85 (NULL: a throwaway */
+    const char *broker_secret_key; /*   key pair in each child); link_keys.c */
 } push_server_conf;
 
 /* Per-directory settings; every field has PUSH_UNSET / NULL for "not set here"

@@ -11,15 +11,63 @@ Below, the same with a timeout (a broker that is down must not hang the
 caller) and error handling.  Fire-and-forget: a zmq.PUSH socket connected to
 the push endpoint (tcp://127.0.0.1:7702), same frames, no reply.
 
+CURVE (a broker with curve_secret_key_file; tcp:// endpoints only): set
+PUSH_CURVE_SERVER_KEY to the broker's public key and PUSH_CURVE_CLIENT_KEY to
+this client's secret key (each 40 characters of Z85, or the name of a file
+written by `pushctl keygen`); without a client key a throwaway key pair is
+used, which a broker with curve_authorized_keys refuses.  A refused client
+gets no answer: it times out.
+
 Usage:  publish.py <channel> <data> [event]      ("-" as data: read stdin)
-Env: PUSH_API (default tcp://127.0.0.1:7701), PUSH_TIMEOUT (ms, default 5000).
+Env: PUSH_API (default tcp://127.0.0.1:7701), PUSH_TIMEOUT (ms, default 5000),
+PUSH_CURVE_SERVER_KEY, PUSH_CURVE_CLIENT_KEY.
 Prints "id=<id> subscribers=<n>"; exit 1 when the broker refuses the message
-(ERR), 2 on usage errors, 3 on timeout or other failures.
+(ERR), 2 on usage errors (a bad key too), 3 on timeout or other failures.
 """
 import os
 import sys
 
 import zmq
+from zmq.utils import z85
+
+
+def _z85_key(word):
+    try:
+        return word if len(word) == 40 and len(z85.decode(word)) == 32 else None
+    except (ValueError, KeyError, IndexError, TypeError):
+        return None
+
+
+def read_key(value):
+    """A CURVE key given as its 40 Z85 characters or as a key file: one key
+    line, '#' comment lines, as pushctl keygen writes them.  Returns bytes."""
+    key = _z85_key(value.encode())
+    if key:
+        return key
+    with open(value, "rb") as f:
+        words = [ln.split()[0] for ln in f.read().splitlines()
+                 if ln.strip() and not ln.lstrip().startswith(b"#")]
+    keys = [_z85_key(w) for w in words]
+    if len(keys) != 1 or not keys[0]:
+        raise ValueError(f"{value}: expected exactly one CURVE key (40 characters of Z85)")
+    return keys[0]
+
+
+def use_curve(sock, endpoint, server_key=None, client_key=None):
+    """Make sock a CURVE client when a server key is given (argument, else
+    PUSH_CURVE_SERVER_KEY) and the endpoint is tcp://."""
+    server_key = server_key or os.environ.get("PUSH_CURVE_SERVER_KEY")
+    client_key = client_key or os.environ.get("PUSH_CURVE_CLIENT_KEY")
+    if not server_key or not endpoint.startswith("tcp://"):
+        return
+    if client_key:
+        secret = read_key(client_key)
+        public = zmq.curve_public(secret)
+    else:
+        public, secret = zmq.curve_keypair()
+    sock.curve_serverkey = read_key(server_key)
+    sock.curve_publickey = public
+    sock.curve_secretkey = secret
 
 
 def publish(channel, data, event=None, endpoint=None, timeout_ms=None):
@@ -36,6 +84,7 @@ def publish(channel, data, event=None, endpoint=None, timeout_ms=None):
     req.setsockopt(zmq.SNDTIMEO, timeout_ms)
     req.setsockopt(zmq.RCVTIMEO, timeout_ms)
     try:
+        use_curve(req, endpoint)
         req.connect(endpoint)
         frames = [b"PUB", channel.encode("utf-8", "surrogateescape"), data]
         if event:
@@ -77,6 +126,9 @@ def main(argv):
     except zmq.ZMQError as e:   # e.g. a malformed endpoint
         print(f"error: zmq: {e}", file=sys.stderr)
         return 3
+    except (OSError, ValueError) as e:   # a CURVE key that cannot be read
+        print(f"error: key: {e}", file=sys.stderr)
+        return 2
     print(f"id={msg_id} subscribers={subscribers}")
     return 0
 

@@ -855,6 +855,20 @@ static void s_tick(push_reactor *rx)
     }
 }
 
+/* The process is exiting: what detached connections still have to say
+ * goes to the kernel, followed by a FIN, instead of dying unsent with the
+ * process (httpd does not wait for connections it no longer knows). */
+static void s_lean_last_words(push_reactor *rx)
+{
+    push_hold *lists[2] = { rx->held, rx->closing };
+    for (int i = 0; i < 2; i++)
+        for (push_hold *h = lists[i]; h; h = h->next)
+            if (h->lean && h->fd >= 0 && h->state != HOLD_BUSY) {
+                s_raw_send(h);
+                shutdown(h->fd, SHUT_WR);
+            }
+}
+
 static void *s_thread(void *arg)
 {
     push_reactor *rx = arg;
@@ -890,6 +904,7 @@ static void *s_thread(void *arg)
                 rx->tick_fn(rx->tick_arg);
         }
     }
+    s_lean_last_words(rx);
     return NULL;
 }
 

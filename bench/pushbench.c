@@ -776,19 +776,50 @@ static uint64_t  g_delivered, g_received, g_dups, g_reorders;
 static int64_t   g_first_delivery_us, g_last_delivery_us;
 static int64_t   g_start_us;        /* process start: older messages are not ours */
 
-static struct { char what[80]; long n; } g_fail[24];
-static int g_nfail;
+/* Counts by reason: failed connections, long-poll errors. */
+typedef struct { char what[80]; long n; } reason_t;
+#define MAX_REASONS 24
+static reason_t g_fail[MAX_REASONS], g_lperr[MAX_REASONS];
+static int      g_nfail, g_nlperr;
+
+static void note_reason(reason_t *t, int *nt, const char *what)
+{
+    for (int i = 0; i < *nt; i++)
+        if (!strcmp(t[i].what, what)) {
+            t[i].n++;
+            return;
+        }
+    int i = *nt < MAX_REASONS ? (*nt)++ : MAX_REASONS - 1;
+    if (i == MAX_REASONS - 1)
+        what = "other";
+    if (strcmp(t[i].what, what) != 0) {
+        snprintf(t[i].what, sizeof t[i].what, "%s", what);
+        t[i].n = 0;
+    }
+    t[i].n++;
+}
 
 static void note_fail(const char *what)
 {
-    for (int i = 0; i < g_nfail; i++)
-        if (!strcmp(g_fail[i].what, what)) {
-            g_fail[i].n++;
-            return;
-        }
-    int i = g_nfail < (int)(sizeof g_fail / sizeof g_fail[0]) ? g_nfail++ : g_nfail - 1;
-    snprintf(g_fail[i].what, sizeof g_fail[i].what, "%s", i == 23 ? "other" : what);
-    g_fail[i].n++;
+    note_reason(g_fail, &g_nfail, what);
+}
+
+static long g_lp_errors;
+
+static void lp_error(const char *what)
+{
+    g_lp_errors++;
+    note_reason(g_lperr, &g_nlperr, what);
+}
+
+static void print_reasons(const reason_t *t, int n)
+{
+    if (!n)
+        return;
+    printf(" [");
+    for (int i = 0; i < n; i++)
+        printf("%s%s: %ld", i ? ", " : "", t[i].what, t[i].n);
+    printf("]");
 }
 
 /* ------------------------------------------------------------------------ */
@@ -832,7 +863,7 @@ static conn_t *g_conns;
 static int     g_ep = -1;
 static char   *g_scratch;
 static long    g_started, g_resolved, g_established, g_failed, g_closed_by_server;
-static long    g_ws_acked, g_lp_errors, g_proto_errors;
+static long    g_ws_acked, g_proto_errors;
 static conn_t *g_waitlist;          /* long polls waiting to retry */
 static int64_t g_now;               /* CLOCK_REALTIME of the current read */
 static volatile sig_atomic_t g_stop;
@@ -1139,7 +1170,9 @@ static int lp_done(conn_t *c, int status, int close_after)
         }
     }
     else if (status != 304 && status != 408) {
-        g_lp_errors++;
+        char why[32];
+        snprintf(why, sizeof why, "HTTP %d", status);
+        lp_error(why);
         if (c->lp_errs < 255)
             c->lp_errs++;
     }
@@ -1326,7 +1359,7 @@ static void conn_head(conn_t *c, const char *d, size_t hl, int *gone)
     if (parse_head(d, hl, &c->h, &hi, 0) < 0) {
         g_proto_errors++;
         if (o.transport == T_LP && c->established) {
-            g_lp_errors++;
+            lp_error("malformed HTTP response");
             lp_wait(c, 0.5);
         }
         else
@@ -1418,7 +1451,7 @@ static ssize_t conn_process(conn_t *c, char *d, size_t n)
             if (k < 0) {
                 g_proto_errors++;
                 if (o.transport == T_LP) {
-                    g_lp_errors++;
+                    lp_error("bad HTTP body framing");
                     lp_wait(c, 0.5);
                 }
                 else
@@ -1477,7 +1510,7 @@ static void conn_eof(conn_t *c, int err)
             conn_fail(c, err ? strerror(err) : "closed before the response");
             return;
         }
-        g_lp_errors++;
+        lp_error(err ? strerror(err) : "closed before the response");
         if (c->lp_errs < 255)
             c->lp_errs++;
         lp_wait(c, c->lp_errs > 3 ? 1.0 : 0.1);
@@ -1514,7 +1547,7 @@ static void conn_event(conn_t *c, uint32_t ev)
         getsockopt(c->fd, SOL_SOCKET, SO_ERROR, &err, &l);
         if (err) {
             if (o.transport == T_LP && c->established) {
-                g_lp_errors++;
+                lp_error(strerror(err));
                 if (c->lp_errs < 255)
                     c->lp_errs++;
                 lp_wait(c, c->lp_errs > 3 ? 1.0 : 0.1);
@@ -1594,7 +1627,7 @@ static void conn_begin(conn_t *c)
 fail:
     c->fd = -1;
     if (o.transport == T_LP && c->established) {
-        g_lp_errors++;
+        lp_error(strerror(errno));
         if (c->lp_errs < 255)
             c->lp_errs++;
         lp_wait(c, 1.0);
@@ -1705,6 +1738,7 @@ typedef struct {
     int      ch;
     int      in_head;
     int      consec_err;
+    double   retry_at;                     /* after an error: not before */
     hresp_t  h;
     buf_t    in, out;
     int      q[PUB_QCAP];
@@ -1731,6 +1765,9 @@ static int pconn_open(int ep, pconn_t *p)
     return 0;
 }
 
+/* Close; a connection that failed (why != NULL) is reopened after a pause
+ * growing with the failures in a row, one the server closed after a
+ * response (Pushpin does so after every publish) at once. */
 static void pconn_drop(pconn_t *p, const char *why)
 {
     if (p->fd >= 0)
@@ -1742,9 +1779,13 @@ static void pconn_drop(pconn_t *p, const char *why)
         p->busy = 0;
         g_pub_errors++;
         p->consec_err++;
-        if (why)
-            snprintf(g_pub_errmsg, sizeof g_pub_errmsg, "%s", why);
     }
+    if (why) {
+        snprintf(g_pub_errmsg, sizeof g_pub_errmsg, "%s", why);
+        p->retry_at = mono() + 0.01 * (p->consec_err < 50 ? p->consec_err + 1 : 50);
+    }
+    else
+        p->retry_at = 0;
 }
 
 static void pconn_flush(int ep, pconn_t *p)
@@ -1896,7 +1937,7 @@ static void pub_http(void)
             snprintf(g_pub_errmsg, sizeof g_pub_errmsg, "publisher: cannot connect");
         goto out;
     }
-    double start = mono(), last_reconnect = 0;
+    double start = mono();
     uint64_t released = 0;
     for (;;) {
         if (g_stop)
@@ -1908,11 +1949,14 @@ static void pub_http(void)
             if (a < (double)o.messages)
                 allowed = (uint64_t)a;
         }
+        int blocked = 0;
         while (released < allowed) {
             int ch = (int)(released % (uint64_t)o.channels);
             pconn_t *p = &pc[ch % K];
-            if (p->qn == PUB_QCAP)
+            if (p->qn == PUB_QCAP) {
+                blocked = 1;               /* wait for responses */
                 break;
+            }
             p->q[(p->qh + p->qn) % PUB_QCAP] = ch;
             p->qn++;
             released++;
@@ -1922,9 +1966,9 @@ static void pub_http(void)
             pconn_t *p = &pc[i];
             if (p->consec_err > 100)
                 fatal = 1;
-            if (p->state == 0 && (p->qn || p->busy) && t - last_reconnect > 0.05) {
-                pconn_open(ep, p);
-                last_reconnect = t;
+            if (p->state == 0 && (p->qn || p->busy) && t >= p->retry_at && pconn_open(ep, p) < 0) {
+                p->consec_err++;
+                p->retry_at = t + 0.05;
             }
             if (p->state == 2 && !p->busy && p->qn)
                 pconn_send(ep, p, payload);
@@ -1937,7 +1981,7 @@ static void pub_http(void)
         if (released == o.messages && !pending)
             break;
         int timeout = 50;
-        if (released < o.messages && o.rate > 0) {
+        if (released < o.messages && o.rate > 0 && !blocked) {
             double next = start + (double)released / o.rate - mono();
             timeout = next <= 0 ? 0 : (int)(next * 1000) + 1;
             if (timeout > 50)
@@ -1954,9 +1998,10 @@ static void pub_http(void)
                 socklen_t l = sizeof err;
                 getsockopt(p->fd, SOL_SOCKET, SO_ERROR, &err, &l);
                 if (err) {
+                    char why[128];
                     p->consec_err++;
-                    snprintf(g_pub_errmsg, sizeof g_pub_errmsg, "publisher connect: %s", strerror(err));
-                    pconn_drop(p, NULL);
+                    snprintf(why, sizeof why, "publisher connect: %s", strerror(err));
+                    pconn_drop(p, why);
                     continue;
                 }
                 p->state = 2;
@@ -2189,8 +2234,11 @@ int main(int argc, char **argv)
                                            : "connect phase timed out");
         }
     }
-    fprintf(stderr, "pushbench: connect phase: %ld established, %ld failed in %.3f s%s\n",
+    fprintf(stderr, "pushbench: connect phase: %ld established, %ld failed in %.3f s%s",
             g_established, g_failed, connect_s, timed_out ? " (timed out)" : "");
+    if (o.transport == T_WS && g_ws_acked)
+        fprintf(stderr, "; %ld subscriptions acknowledged (mod_push JSON mode)", g_ws_acked);
+    fprintf(stderr, "\n");
     if (o.hold_given && o.messages == 0) {
         printf("ESTABLISHED %ld\n", g_established);
         fflush(stdout);
@@ -2282,12 +2330,7 @@ int main(int argc, char **argv)
            *o.label ? ", label " : "", o.label);
     printf("  connect:   %ld established, %ld failed in %.3f s%s", g_established, g_failed, connect_s,
            timed_out ? " (timed out)" : "");
-    if (g_nfail) {
-        printf(" [");
-        for (int i = 0; i < g_nfail; i++)
-            printf("%s%s: %ld", i ? ", " : "", g_fail[i].what, g_fail[i].n);
-        printf("]");
-    }
+    print_reasons(g_fail, g_nfail);
     printf("\n");
     if (o.messages > 0) {
         printf("  publish:   %" PRIu64 " of %" PRIu64 " messages via %s in %.3f s = %.0f msg/s, %" PRIu64 " errors%s%s\n",
@@ -2301,8 +2344,10 @@ int main(int argc, char **argv)
                lost, lost_conns, g_dups, dup_conns, g_reorders, reorder_conns);
     }
     printf("  closed by server: %ld", g_closed_by_server);
-    if (o.transport == T_LP)
+    if (o.transport == T_LP) {
         printf(", long-poll errors: %ld", g_lp_errors);
+        print_reasons(g_lperr, g_nlperr);
+    }
     if (g_proto_errors)
         printf(", protocol errors: %ld", g_proto_errors);
     printf("; run %.3f s\n", duration_s);

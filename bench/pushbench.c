@@ -1727,6 +1727,11 @@ static void pub_zmq(void)
         atomic_fetch_add(&g_pub_count[ch], 1);
         g_pub_total++;
     }
+    /* PUSH has no acknowledgement: closing waits (up to the linger time)
+     * until the queued messages went out to the broker */
+    zmq_close(g_zsock);
+    zmq_ctx_term(g_zctx);
+    g_zsock = g_zctx = NULL;
     g_pub_end_us = now_us();
     free(payload);
 }
@@ -2174,7 +2179,7 @@ int main(int argc, char **argv)
         g_zsock = g_zctx ? zmq_socket(g_zctx, ZMQ_PUSH) : NULL;
         if (!g_zsock)
             die_setup("zmq: %s", zmq_strerror(zmq_errno()));
-        int hwm = 100000, linger = 2000, sndtimeo = 10000;
+        int hwm = 100000, linger = 30000, sndtimeo = 10000;
         zmq_setsockopt(g_zsock, ZMQ_SNDHWM, &hwm, sizeof hwm);
         zmq_setsockopt(g_zsock, ZMQ_LINGER, &linger, sizeof linger);
         zmq_setsockopt(g_zsock, ZMQ_SNDTIMEO, &sndtimeo, sizeof sndtimeo);

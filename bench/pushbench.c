@@ -344,6 +344,7 @@ static struct {
     int         pub_zmq;
     const char *pub_target;        /* endpoint or URL template */
     long        pub_conns;
+    int         pub_unordered;
     const char *pub_body_tmpl;
     uint64_t    messages;
     double      rate;
@@ -438,7 +439,7 @@ static void usage(FILE *f)
 "  --transport sse|ws|longpoll    subscriber transport (default sse)\n"
 "  --sub-url URL                  template, {ch} = channel, e.g. http://127.0.0.1:8080/sub/{ch}\n"
 "  --subscribers N                subscriber connections (default 0)\n"
-"  --channels M                   channels (default 1); subscriber i uses channel i %% M\n"
+"  --channels M                   channels (default 1); subscriber i uses channel i % M\n"
 "  --channel-prefix P             channel names P000000, P000001, ... (default bench)\n"
 "  --connect-rate R               new connections per second (0 = as fast as possible,\n"
 "                                 at most 200 connects in flight)\n"
@@ -447,7 +448,10 @@ static void usage(FILE *f)
 "  --hold S                       idle S seconds after the connect phase, before publishing\n"
 "  --publish zmq:ENDPOINT|http:URL  publisher: ZeroMQ PUSH [PUB, channel, data], or HTTP POST\n"
 "                                 to a URL template with {ch}\n"
-"  --pub-conns K                  parallel keep-alive HTTP publisher connections (default 4)\n"
+"  --pub-conns K                  parallel keep-alive HTTP publisher connections (default 4);\n"
+"                                 channel c is published over connection c % K (in order)\n"
+"  --pub-unordered                spread every channel over all K connections: faster on few\n"
+"                                 channels, but the publisher itself may then reorder messages\n"
 "  --pub-body-template T          HTTP POST body, {data} = payload, {ch} = channel\n"
 "  --messages K                   total messages (round-robin over the channels)\n"
 "  --rate R                       messages per second in total (0 = as fast as possible)\n"
@@ -465,7 +469,7 @@ static void parse_args(int argc, char **argv)
 {
     enum { O_TRANSPORT = 256, O_SUBURL, O_SUBS, O_CHANS, O_PREFIX, O_CRATE, O_SRC, O_HEADER,
            O_HOLD, O_PUBLISH, O_PUBCONNS, O_BODY, O_MESSAGES, O_RATE, O_PAYLOAD, O_DRAIN,
-           O_CTIMEOUT, O_LABEL, O_JSON, O_HELP };
+           O_CTIMEOUT, O_LABEL, O_JSON, O_HELP, O_UNORDERED };
     static const struct option lo[] = {
         { "transport", 1, 0, O_TRANSPORT }, { "sub-url", 1, 0, O_SUBURL },
         { "subscribers", 1, 0, O_SUBS }, { "channels", 1, 0, O_CHANS },
@@ -476,7 +480,8 @@ static void parse_args(int argc, char **argv)
         { "messages", 1, 0, O_MESSAGES }, { "rate", 1, 0, O_RATE },
         { "payload-size", 1, 0, O_PAYLOAD }, { "drain", 1, 0, O_DRAIN },
         { "connect-timeout", 1, 0, O_CTIMEOUT }, { "label", 1, 0, O_LABEL },
-        { "json", 0, 0, O_JSON }, { "help", 0, 0, O_HELP }, { 0, 0, 0, 0 },
+        { "json", 0, 0, O_JSON }, { "help", 0, 0, O_HELP },
+        { "pub-unordered", 0, 0, O_UNORDERED }, { 0, 0, 0, 0 },
     };
     o.transport = T_SSE;
     o.channels = 1;
@@ -543,6 +548,7 @@ static void parse_args(int argc, char **argv)
         case O_CTIMEOUT: o.connect_timeout = opt_num("connect-timeout", optarg, 0); break;
         case O_LABEL: o.label = optarg; break;
         case O_JSON: break;
+        case O_UNORDERED: o.pub_unordered = 1; break;
         case 'h': case O_HELP: usage(stdout); exit(0);
         case ':': die_usage("option %s needs a value", argv[optind - 1]);
         default: die_usage("unknown option %s", argv[optind - 1]);
@@ -1896,7 +1902,7 @@ static void pub_http(void)
 {
     int ep = epoll_create1(EPOLL_CLOEXEC);
     long K = o.pub_conns;
-    if (K > o.channels)
+    if (K > o.channels && !o.pub_unordered)
         K = o.channels;                    /* one connection per channel shard keeps order */
     pconn_t *pc = xcalloc((size_t)K, sizeof *pc);
     char *payload = xmalloc((size_t)o.payload_size + 64);
@@ -1957,7 +1963,7 @@ static void pub_http(void)
         int blocked = 0;
         while (released < allowed) {
             int ch = (int)(released % (uint64_t)o.channels);
-            pconn_t *p = &pc[ch % K];
+            pconn_t *p = &pc[o.pub_unordered ? (long)(released % (uint64_t)K) : ch % K];
             if (p->qn == PUB_QCAP) {
                 blocked = 1;               /* wait for responses */
                 break;
@@ -2372,12 +2378,13 @@ int main(int argc, char **argv)
            "\"closed_by_server\":%ld,\"lp_errors\":%ld,\"protocol_errors\":%ld,"
            "\"connect_s\":%.3f,\"publish_s\":%.3f,\"window_s\":%.3f,\"duration_s\":%.3f,"
            "\"payload_size\":%ld,\"rate\":%.1f,\"connect_timed_out\":%s,"
-           "\"client_cpu_s\":%.2f,\"client_busy_pct\":%.1f}\n",
+           "\"client_cpu_s\":%.2f,\"client_busy_pct\":%.1f,\"pub_ordered\":%s}\n",
            transport_names[o.transport], o.subscribers, g_established, g_failed, o.channels,
            o.messages, g_pub_total, g_pub_errors, expected, delivered, g_received, dps, prate,
            p50, p90, p99, pmax, mean, lost, g_dups, g_reorders, lost_conns, dup_conns, reorder_conns,
            g_closed_by_server, g_lp_errors, g_proto_errors, connect_s, publish_s, window_s, duration_s,
-           o.payload_size, o.rate, timed_out ? "true" : "false", cpu_s, busy_pct);
+           o.payload_size, o.rate, timed_out ? "true" : "false", cpu_s, busy_pct,
+           o.pub_unordered && !o.pub_zmq ? "false" : "true");
     fflush(stdout);
     if (g_pub_fatal) {
         fprintf(stderr, "pushbench: publishing failed: %s\n", g_pub_errmsg);

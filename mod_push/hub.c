@@ -44,6 +44,23 @@ static char *s_dup(const char *s, size_t len)
     return d;
 }
 
+/* m->json is {"id":..,...}: the WebSocket message object splices the type
+ * and the channel in front, once per message rather than per subscriber. */
+static char *s_ws_json(const push_msg *m, size_t *len)
+{
+    size_t clen = strlen(m->channel);
+    size_t max = 32 + push_json_str_max(clen) + m->json_len;
+    char *out = malloc(max);
+    if (!out)
+        return NULL;
+    size_t n = (size_t)snprintf(out, max, "{\"type\":\"message\",\"channel\":");
+    n += push_json_str(out + n, m->channel, clen);
+    out[n++] = ',';
+    memcpy(out + n, m->json + 1, m->json_len - 1);
+    *len = n + m->json_len - 1;
+    return out;
+}
+
 push_msg *push_msg_new(const char *channel, size_t channel_len, uint64_t id,
                        const char *event, size_t event_len,
                        const char *data, size_t data_len, uint64_t time_us)
@@ -62,7 +79,9 @@ push_msg *push_msg_new(const char *channel, size_t channel_len, uint64_t id,
         m->sse = push_sse_encode(id, m->event, m->data, data_len, &m->sse_len);
         m->json = push_json_msg_encode(id, m->event, m->data, data_len, time_us, &m->json_len);
     }
-    if (!m->sse || !m->json) {
+    if (m->json)
+        m->ws_json = s_ws_json(m, &m->ws_json_len);
+    if (!m->sse || !m->json || !m->ws_json) {
         push_msg_unref(m);
         return NULL;
     }
@@ -119,6 +138,7 @@ void push_msg_unref(push_msg *m)
     free(m->data);
     free(m->sse);
     free(m->json);
+    free(m->ws_json);
     free(m);
 }
 
@@ -332,10 +352,11 @@ int push_hub_unsubscribe(push_hub *h, push_client *c, const char *channel)
     *p = s->client_next;
     int kept = 0;
     for (int i = 0; i < c->qlen; i++) {
-        if (c->queue[i].sub == s)
-            push_msg_unref(c->queue[i].msg);
+        push_entry e = c->queue[(c->qhead + i) % c->qcap];
+        if (e.sub == s)
+            push_msg_unref(e.msg);
         else
-            c->queue[kept++] = c->queue[i];
+            c->queue[(c->qhead + kept++) % c->qcap] = e;
     }
     h->queued -= (uint64_t)(c->qlen - kept);
     c->qlen = kept;
@@ -370,39 +391,52 @@ void push_hub_detach(push_hub *h, push_client *c)
     }
     c->subs = NULL;
     for (int i = 0; i < c->qlen; i++)
-        push_msg_unref(c->queue[i].msg);
+        push_msg_unref(c->queue[(c->qhead + i) % c->qcap].msg);
     h->queued -= (uint64_t)c->qlen;
     free(c->queue);
     c->queue = NULL;
-    c->qlen = c->qcap = 0;
+    c->qhead = c->qlen = c->qcap = 0;
     s_unready(h, c);
     pthread_mutex_unlock(&h->lock);
+}
+
+/* Double the ring, unwrapping it: the entries start at 0 again. */
+static int s_queue_grow(push_client *c)
+{
+    int cap = c->qcap ? c->qcap * 2 : 4;
+    push_entry *q = malloc(sizeof *q * (size_t)cap);
+    if (!q)
+        return -1;
+    for (int i = 0; i < c->qlen; i++)
+        q[i] = c->queue[(c->qhead + i) % c->qcap];
+    free(c->queue);
+    c->queue = q;
+    c->qcap = cap;
+    c->qhead = 0;
+    return 0;
+}
+
+static int s_full(const push_client *c)
+{
+    if (c->qlen < c->qmax)
+        return 0;
+    return __atomic_load_n(&c->blocked, __ATOMIC_RELAXED) || c->qlen >= c->qmax + c->qslack;
 }
 
 static int s_enqueue(push_hub *h, push_sub *s, push_msg *msg)
 {
     push_client *c = s->client;
-    if (c->qlen >= c->qmax) {
+    if (s_full(c) || (c->qlen == c->qcap && s_queue_grow(c) < 0)) {
         c->overflow = 1;
     }
     else {
-        if (c->qlen == c->qcap) {
-            int cap = c->qcap ? c->qcap * 2 : 4;
-            push_entry *q = realloc(c->queue, sizeof *q * (size_t)cap);
-            if (!q) {
-                c->overflow = 1;
-                goto wake;
-            }
-            c->queue = q;
-            c->qcap = cap;
-        }
         push_msg_ref(msg);
-        c->queue[c->qlen].msg = msg;
-        c->queue[c->qlen].sub = s;
+        push_entry *e = &c->queue[(c->qhead + c->qlen) % c->qcap];
+        e->msg = msg;
+        e->sub = s;
         c->qlen++;
         h->queued++;
     }
-wake:
     if (c->ready)
         return 0;
     c->ready = 1;
@@ -450,7 +484,7 @@ int push_hub_drain(push_hub *h, push_client *c, push_entry *out, int max, size_t
     size_t bytes = 0;
     pthread_mutex_lock(&h->lock);
     for (; i < c->qlen && n < max && (n == 0 || bytes < max_bytes); i++) {
-        push_entry e = c->queue[i];
+        push_entry e = c->queue[(c->qhead + i) % c->qcap];
         if (!e.msg->presence && e.msg->id <= e.sub->sent_id) {
             push_msg_unref(e.msg);
             continue;
@@ -458,8 +492,7 @@ int push_hub_drain(push_hub *h, push_client *c, push_entry *out, int max, size_t
         out[n++] = e;
         bytes += e.msg->data_len;
     }
-    if (c->qlen > i)
-        memmove(c->queue, c->queue + i, sizeof *c->queue * (size_t)(c->qlen - i));
+    c->qhead = c->qlen > i ? (c->qhead + i) % c->qcap : 0;
     c->qlen -= i;
     h->queued -= (uint64_t)i;
     if (overflow)

@@ -33,6 +33,8 @@ typedef struct push_msg {
     size_t   sse_len;
     char    *json;       /* the JSON object, see poll_format.h */
     size_t   json_len;
+    char    *ws_json;    /* WebSocket JSON mode: {"type":"message","channel":..,"id":..,...} */
+    size_t   ws_json_len;
 } push_msg;
 
 /* Copies everything it is given.  Returns NULL when out of memory. */
@@ -69,8 +71,13 @@ typedef struct push_entry {
 struct push_client {
     push_sub    *subs;
     const char  *identity;       /* presence identity (owned by the owner), or NULL */
-    push_entry  *queue;
-    int          qlen, qcap, qmax;
+    push_entry  *queue;          /* a ring: qlen entries from qhead */
+    int          qhead, qlen, qcap, qmax;
+    /* Extra room while the client's socket still takes data: a burst the
+     * owner has not caught up with yet is not a slow consumer.  Once the
+     * owner marks it blocked (its socket is full), qmax is the limit. */
+    int          qslack;
+    int          blocked;        /* atomic: set and cleared by the owner */
     int          overflow;       /* set when a message was dropped: the client is a slow consumer */
     int          ready;          /* in the ready list */
     push_client *ready_next, *ready_prev;
@@ -81,6 +88,12 @@ struct push_client {
  * changes from or to zero, or changes at all while mark_dirty is pending;
  * must only enqueue work (the link thread sends the counts). */
 typedef void push_hub_count_fn(void *arg, const char *channel);
+
+/* Owner: whether the client's socket is full (see qslack). */
+static inline void push_client_set_blocked(push_client *c, int blocked)
+{
+    __atomic_store_n(&c->blocked, blocked, __ATOMIC_RELAXED);
+}
 
 /* Called with the hub locked when a subscription of a client with an
  * identity starts (join = 1) or ends (join = 0); must only enqueue work. */

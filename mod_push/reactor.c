@@ -33,6 +33,9 @@ APLOG_USE_MODULE(push);
 #define CLOSE_TIMEOUT    apr_time_from_sec(2)     /* final flush on the worker */
 #define LINGER_TIME      apr_time_from_sec(2)
 #define DESTROY_GRACE    apr_time_from_msec(100)  /* see apache-async.md §3 */
+/* While a socket still takes data, a queue may hold this many times
+ * PushMaxQueue more: a burst the reactor is still writing out. */
+#define QUEUE_SLACK      3
 #define CHUNK_LINE_MAX   10     /* "ffffffff\r\n": reserved before a chunk's data */
 
 enum { HOLD_NEW, HOLD_PARKED, HOLD_BUSY, HOLD_FINISHING, HOLD_LINGER, HOLD_DESTROYING };
@@ -249,6 +252,7 @@ push_hold *push_hold_new(push_reactor *rx, request_rec *r, const push_transport 
     if (!h)
         return NULL;
     push_client_init(&h->client, set->max_queue, h);
+    h->client.qslack = QUEUE_SLACK * set->max_queue;
     h->r = r;
     h->c = r->connection;
     h->tp = tp;
@@ -434,8 +438,10 @@ static void s_want(push_reactor *rx, push_hold *h, int events)
         s_epoll(rx, h, EPOLL_CTL_MOD, events);
 }
 
+/* on: the socket is full; only then does PushMaxQueue cut the client off. */
 static void s_want_out(push_reactor *rx, push_hold *h, int on)
 {
+    push_client_set_blocked(&h->client, on);
     s_want(rx, h, EPOLLIN | EPOLLRDHUP | EPOLLET | (on ? EPOLLOUT : 0));
 }
 

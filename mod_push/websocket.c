@@ -182,16 +182,8 @@ static void s_message(push_hold *h, const push_msg *m)
         s_frame(h, binary ? PUSH_WS_OP_BINARY : PUSH_WS_OP_TEXT, m->data, m->data_len);
         return;
     }
-    char *ch = s_jstr(m->channel, strlen(m->channel));
-    size_t len = 40 + (ch ? strlen(ch) : 0) + m->json_len;
-    char *buf = ch ? malloc(len) : NULL;
-    if (buf) {
-        /* m->json is {"id":..,...}: splice the type and channel in front */
-        int n = snprintf(buf, len, "{\"type\":\"message\",\"channel\":%s,%s", ch, m->json + 1);
-        s_frame(h, PUSH_WS_OP_TEXT, buf, (size_t)n);
-    }
-    free(buf);
-    free(ch);
+    if (m->ws_json)
+        s_frame(h, PUSH_WS_OP_TEXT, m->ws_json, m->ws_json_len);
 }
 
 /* ---- reactor: transport callbacks ---------------------------------------------------- */

@@ -760,6 +760,55 @@ static void test_overflow_with_partial_drain(void **state)
     push_hub_detach(f->hub, &a);
 }
 
+/* The queue is a ring: entries keep their order across the wrap. */
+static void test_queue_ring_wraps(void **state)
+{
+    fixture *f = *state;
+    push_client a;
+    push_client_init(&a, 8, NULL);
+    assert_non_null(push_hub_subscribe(f->hub, &a, "c"));
+    push_entry e[16];
+    int ovf = -1;
+    for (int i = 1; i <= 6; i++)
+        s_pub(f->hub, "c", (uint64_t)i, "d");
+    assert_int_equal(push_hub_drain(f->hub, &a, e, 4, 1 << 20, &ovf), 4);
+    s_release(e, 4);
+    for (int i = 7; i <= 12; i++)
+        s_pub(f->hub, "c", (uint64_t)i, "d");
+    assert_int_equal(a.qcap, 8);          /* wrapped, not grown */
+    assert_int_equal(push_hub_drain(f->hub, &a, e, 16, 1 << 20, &ovf), 8);
+    assert_int_equal(ovf, 0);
+    for (int i = 0; i < 8; i++)
+        assert_int_equal(e[i].msg->id, (uint64_t)(5 + i));
+    s_release(e, 8);
+    push_hub_detach(f->hub, &a);
+}
+
+/* A client whose socket takes data may queue qmax + qslack; a blocked one
+ * only qmax. */
+static void test_queue_slack_until_blocked(void **state)
+{
+    fixture *f = *state;
+    push_client a, b;
+    push_client_init(&a, 2, NULL);
+    push_client_init(&b, 2, NULL);
+    a.qslack = b.qslack = 4;
+    push_client_set_blocked(&b, 1);
+    assert_non_null(push_hub_subscribe(f->hub, &a, "c"));
+    assert_non_null(push_hub_subscribe(f->hub, &b, "c"));
+    for (int i = 1; i <= 6; i++)
+        s_pub(f->hub, "c", (uint64_t)i, "d");
+    assert_int_equal(a.qlen, 6);
+    assert_int_equal(a.overflow, 0);
+    assert_int_equal(b.qlen, 2);
+    assert_int_equal(b.overflow, 1);
+    s_pub(f->hub, "c", 7, "d");
+    assert_int_equal(a.qlen, 6);
+    assert_int_equal(a.overflow, 1);
+    push_hub_detach(f->hub, &a);
+    push_hub_detach(f->hub, &b);
+}
+
 /* ======================================================================== */
 /* detach                                                                    */
 /* ======================================================================== */
@@ -1138,6 +1187,8 @@ int main(void)
         T(test_overflow_reported_once),
         T(test_overflow_still_wakes_client),
         T(test_overflow_with_partial_drain),
+        T(test_queue_ring_wraps),
+        T(test_queue_slack_until_blocked),
         T(test_detach_drops_queue_and_subs),
         T(test_detach_unlinks_from_ready_list),
         T(test_each_channel),

@@ -460,13 +460,16 @@ static void s_open_monitor(push_link *l)
     if (zmq_socket_monitor(l->sock, addr, ZMQ_EVENT_HANDSHAKE_SUCCEEDED
                            | ZMQ_EVENT_HANDSHAKE_FAILED_NO_DETAIL
                            | ZMQ_EVENT_HANDSHAKE_FAILED_PROTOCOL
-                           | ZMQ_EVENT_HANDSHAKE_FAILED_AUTH) < 0
-        || !(l->mon = zmq_socket(l->ctx, ZMQ_PAIR)))
+                           | ZMQ_EVENT_HANDSHAKE_FAILED_AUTH) < 0)
         return;
-    zmq_setsockopt(l->mon, ZMQ_LINGER, &zero, sizeof zero);
-    if (zmq_connect(l->mon, addr) < 0) {
-        zmq_close(l->mon);
+    l->mon = zmq_socket(l->ctx, ZMQ_PAIR);
+    if (l->mon)
+        zmq_setsockopt(l->mon, ZMQ_LINGER, &zero, sizeof zero);
+    if (!l->mon || zmq_connect(l->mon, addr) < 0) {
+        if (l->mon)
+            zmq_close(l->mon);
         l->mon = NULL;
+        zmq_socket_monitor(l->sock, NULL, 0);
     }
 }
 

@@ -283,6 +283,7 @@ int guard_watch(guard *g, void *zctx, void *sock, const char *name, const char *
         || zmq_connect(pair, addr) < 0) {
         log_error("cannot watch the handshakes of the %s endpoint: %s", name,
                   zmq_strerror(errno));
+        zmq_socket_monitor(sock, NULL, 0);      /* stops it, if it had started */
         if (pair)
             zmq_close(pair);
         return -1;

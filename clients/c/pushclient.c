@@ -25,7 +25,7 @@ struct _pushclient_t {
     char *api_endpoint;
     char *push_endpoint;
     int   timeout;        /* ms */
-    int   curve;          /* pushclient_set_curve() was called */
+    int   curve;          /* created with CURVE keys */
     push_curve_key server_key, public_key, secret_key;
     char  errcode[64];
     char  errmsg[512];
@@ -233,7 +233,35 @@ static int s_bad_reply(pushclient_t *self, push_frames *reply, const char *what)
 
 /* ---- public API -------------------------------------------------------- */
 
-pushclient_t *pushclient_new(const char *api_endpoint, const char *push_endpoint)
+/* The key pair: this secret key and its public key, or a new pair. */
+static int s_key_pair(pushclient_t *self, const char *secret_key)
+{
+    if (!secret_key)
+        return zmq_curve_keypair(self->public_key, self->secret_key) == 0 ? 0 : -1;
+    memcpy(self->secret_key, secret_key, PUSH_CURVE_KEY_LEN + 1);
+    return push_curve_public(self->secret_key, self->public_key);
+}
+
+/* Keys before any socket exists: a client that connected without them
+ * first would be logged by the broker as a refused one. */
+static int s_set_keys(pushclient_t *self, const char *server_key, const char *secret_key)
+{
+    if (!server_key && !secret_key)
+        return 0;
+    if (!server_key || push_curve_decode(server_key, strlen(server_key), NULL) < 0
+        || (secret_key && push_curve_decode(secret_key, strlen(secret_key), NULL) < 0)) {
+        errno = EINVAL;
+        return -1;
+    }
+    memcpy(self->server_key, server_key, PUSH_CURVE_KEY_LEN + 1);
+    if (s_key_pair(self, secret_key) < 0)
+        return -1;
+    self->curve = 1;
+    return 0;
+}
+
+pushclient_t *pushclient_new_curve(const char *api_endpoint, const char *push_endpoint,
+                                   const char *server_key, const char *secret_key)
 {
     pushclient_t *self = calloc(1, sizeof *self);
     if (!self) {
@@ -248,14 +276,19 @@ pushclient_t *pushclient_new(const char *api_endpoint, const char *push_endpoint
         errno = ENOMEM;
         return NULL;
     }
-    self->ctx = zmq_ctx_new();
-    if (!self->ctx || s_req_reset(self) < 0 || s_push_reset(self) < 0) {
+    if (s_set_keys(self, server_key, secret_key) < 0
+        || !(self->ctx = zmq_ctx_new()) || s_req_reset(self) < 0 || s_push_reset(self) < 0) {
         int e = errno;
         pushclient_destroy(&self);
         errno = e;
         return NULL;
     }
     return self;
+}
+
+pushclient_t *pushclient_new(const char *api_endpoint, const char *push_endpoint)
+{
+    return pushclient_new_curve(api_endpoint, push_endpoint, NULL, NULL);
 }
 
 void pushclient_destroy(pushclient_t **self_p)
@@ -273,33 +306,6 @@ void pushclient_destroy(pushclient_t **self_p)
     explicit_bzero(self->secret_key, sizeof self->secret_key);
     free(self);
     *self_p = NULL;
-}
-
-/* The key pair: this secret key and its public key, or a new pair. */
-static int s_key_pair(pushclient_t *self, const char *secret_key)
-{
-    if (!secret_key)
-        return zmq_curve_keypair(self->public_key, self->secret_key) == 0 ? 0 : -1;
-    memcpy(self->secret_key, secret_key, PUSH_CURVE_KEY_LEN + 1);
-    return push_curve_public(self->secret_key, self->public_key);
-}
-
-int pushclient_set_curve(pushclient_t *self, const char *server_key, const char *secret_key)
-{
-    s_clear_error(self);
-    if (!server_key || push_curve_decode(server_key, strlen(server_key), NULL) < 0
-        || (secret_key && push_curve_decode(secret_key, strlen(secret_key), NULL) < 0))
-        return s_error(self, PUSHCLIENT_EFAIL, PUSHCLIENT_ERR_INVALID,
-                       "a CURVE key is 40 characters of Z85");
-    memcpy(self->server_key, server_key, PUSH_CURVE_KEY_LEN + 1);
-    if (s_key_pair(self, secret_key) < 0)
-        return s_error(self, PUSHCLIENT_EFAIL, PUSHCLIENT_ERR_SYSTEM,
-                       "cannot make a CURVE key pair: %s", zmq_strerror(errno));
-    self->curve = 1;
-    if (s_req_reset(self) < 0 || s_push_reset(self) < 0)
-        return s_error(self, PUSHCLIENT_EFAIL, PUSHCLIENT_ERR_SYSTEM,
-                       "cannot reconnect with CURVE: %s", zmq_strerror(errno));
-    return 0;
 }
 
 void pushclient_set_timeout(pushclient_t *self, int timeout_ms)

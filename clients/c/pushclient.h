@@ -79,24 +79,26 @@ typedef struct {
  * EPROTONOSUPPORT, ...), or when out of memory. */
 pushclient_t *pushclient_new(const char *api_endpoint, const char *push_endpoint);
 
+/* The same, for a broker with curve_secret_key_file (CURVE: ZeroMQ's
+ * encryption and authentication): server_key is the broker's public key,
+ * secret_key this client's secret key (its public key is derived from it),
+ * or NULL for a throwaway key pair, enough when the broker has no
+ * curve_authorized_keys.  Both are 40 characters of Z85 (pushctl keygen;
+ * push_curve_key_arg() in proto/push_curve.h reads them from key files).
+ * The keys are used on tcp:// endpoints only: an ipc:// endpoint is guarded
+ * by its file permissions, and the broker uses no CURVE there.  A broker
+ * that refuses the keys does not answer: requests time out.  With both keys
+ * NULL this is pushclient_new().  Returns NULL with errno EINVAL when a key
+ * is not valid Z85 (or secret_key is given without server_key), otherwise
+ * as pushclient_new(). */
+pushclient_t *pushclient_new_curve(const char *api_endpoint, const char *push_endpoint,
+                                   const char *server_key, const char *secret_key);
+
 /* Destroy the client and set *self_p to NULL.  Safe with self_p == NULL or
  * *self_p == NULL.  Unacknowledged requests are abandoned; fire-and-forget
  * messages still queued get up to PUSHCLIENT_PUSH_LINGER ms to be delivered,
  * then are dropped silently. */
 void pushclient_destroy(pushclient_t **self_p);
-
-/* CURVE (ZeroMQ's encryption and authentication), for a broker with
- * curve_secret_key_file: server_key is the broker's public key, secret_key
- * this client's secret key (its public key is derived from it), or NULL for
- * a throwaway key pair, enough when the broker has no curve_authorized_keys.
- * Both are 40 characters of Z85 (see pushctl keygen; push_curve_key_arg()
- * reads them from files).  The sockets are reconnected with the keys at
- * once; they are used on tcp:// endpoints only (an ipc:// endpoint is
- * guarded by its file permissions, and the broker uses no CURVE there).
- * A broker that refuses the keys does not answer: requests time out.
- * Returns 0, or PUSHCLIENT_EFAIL with errcode "invalid_argument" (a key is
- * not valid Z85) or "system". */
-int pushclient_set_curve(pushclient_t *self, const char *server_key, const char *secret_key);
 
 /* Set the reply timeout in milliseconds (> 0; other values are ignored and
  * leave the timeout unchanged).  Applies to each whole request: sending,

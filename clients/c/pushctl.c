@@ -443,22 +443,34 @@ static int s_key(const char *what, const char *arg, push_curve_key key)
     return 0;
 }
 
-/* --server-key / --client-key, else their environment variables. */
-static int s_setup_curve(pushclient_t *client, const pushctl_args_t *a)
+/* The client, with --server-key / --client-key or their environment
+ * variables.  Returns it, or NULL with *status set (message printed). */
+static pushclient_t *s_client(const pushctl_args_t *a, int *status)
 {
     const char *server = a->server_key ? a->server_key : s_env("PUSH_CURVE_SERVER_KEY");
     const char *secret = a->client_key ? a->client_key : s_env("PUSH_CURVE_CLIENT_KEY");
     push_curve_key skey, ckey;
-    if (!server && secret)
-        return s_usage_error("a client key (--client-key, PUSH_CURVE_CLIENT_KEY) needs the "
-                             "broker's public key (--server-key, PUSH_CURVE_SERVER_KEY)");
-    if (!server)
-        return EXIT_OK;
-    if (s_key("server key", server, skey) < 0 || (secret && s_key("client key", secret, ckey) < 0))
-        return EXIT_USAGE;
-    int rc = pushclient_set_curve(client, skey, secret ? ckey : NULL);
+    *status = EXIT_USAGE;
+    if (!server && secret) {
+        s_usage_error("a client key (--client-key, PUSH_CURVE_CLIENT_KEY) needs the "
+                      "broker's public key (--server-key, PUSH_CURVE_SERVER_KEY)");
+        return NULL;
+    }
+    if ((server && s_key("server key", server, skey) < 0)
+        || (secret && s_key("client key", secret, ckey) < 0))
+        return NULL;
+    pushclient_t *client = pushclient_new_curve(a->api, a->push, server ? skey : NULL,
+                                                secret ? ckey : NULL);
+    int e = errno;
     OPENSSL_cleanse(ckey, sizeof ckey);
-    return rc ? s_fail(client, rc) : EXIT_OK;
+    if (!client) {
+        fprintf(stderr, "pushctl: cannot use endpoints %s / %s: %s\n",
+                a->api ? a->api : PUSH_DEFAULT_API_ENDPOINT,
+                a->push ? a->push : PUSH_DEFAULT_PUSH_ENDPOINT, zmq_strerror(e));
+        *status = e == EINVAL || e == EPROTONOSUPPORT || e == ENOCOMPATPROTO
+                ? EXIT_USAGE : EXIT_COMM;
+    }
+    return client;
 }
 
 int main(int argc, char **argv)
@@ -489,23 +501,13 @@ int main(int argc, char **argv)
         return status;
     }
 
-    pushclient_t *client = pushclient_new(a.api, a.push);
-    if (!client) {
-        int e = errno;
-        fprintf(stderr, "pushctl: cannot use endpoints %s / %s: %s\n",
-                a.api ? a.api : PUSH_DEFAULT_API_ENDPOINT,
-                a.push ? a.push : PUSH_DEFAULT_PUSH_ENDPOINT, zmq_strerror(e));
-        return e == EINVAL || e == EPROTONOSUPPORT || e == ENOCOMPATPROTO
-             ? EXIT_USAGE : EXIT_COMM;
-    }
+    int status;
+    pushclient_t *client = s_client(&a, &status);
+    if (!client)
+        return status;
     if (a.timeout_ms)
         pushclient_set_timeout(client, a.timeout_ms);
 
-    int status = s_setup_curve(client, &a);
-    if (status != EXIT_OK) {
-        pushclient_destroy(&client);
-        return status;
-    }
     switch (a.cmd) {
     case PUSHCTL_CMD_PUBLISH: status = s_cmd_publish(client, &a); break;
     case PUSHCTL_CMD_HISTORY: status = s_cmd_history(client, &a); break;

@@ -236,6 +236,7 @@ def test_listed_publisher_publishes(cbroker, keys):
 
 def test_pushctl_python_php_with_keys(cbroker, keys):
     ch = unique_channel("curve-clients")
+    refusals = count_lines(cbroker.log_text(), "refused a client")
     env = dict(os.environ, PUSH_API=cbroker.api, PUSH_PUSH=cbroker.push, PUSH_TIMEOUT="5000")
     server, client = str(keys.file("broker", "pub")), str(keys.file("app", "secret"))
     p = subprocess.run([str(PUSHCTL), "--server-key", server, "--client-key", client,
@@ -258,6 +259,9 @@ def test_pushctl_python_php_with_keys(cbroker, keys):
     p = subprocess.run([str(PUSHCTL), "history", ch], capture_output=True, text=True,
                        env=curve_env, timeout=30)
     assert p.returncode == 0 and p.stdout.count("\n") == 4, p.stderr
+    # clients with keys never try without them first: no refusal was logged
+    time.sleep(0.3)
+    assert count_lines(cbroker.log_text(), "refused a client") == refusals, tail(cbroker.log)
 
 
 def test_publisher_without_key_is_refused(cbroker):

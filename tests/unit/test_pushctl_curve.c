@@ -1,8 +1,9 @@
 /*
  * test_pushctl_curve.c — pushctl's CURVE options and the keygen command
- * (clients/c/pushctl_args.c), and pushclient_set_curve()'s checks of its
+ * (clients/c/pushctl_args.c), and pushclient_new_curve()'s checks of its
  * keys (no broker involved).
  */
+#include <errno.h>
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -73,21 +74,31 @@ static void test_key_options(void **state)
     s_error("--server-key needs a value", s_parse(&a, err, "ping", "--server-key", NULL), err);
 }
 
-static void test_set_curve_checks_keys(void **state)
+static void test_new_curve_checks_keys(void **state)
 {
     (void)state;
-    pushclient_t *c = pushclient_new("tcp://127.0.0.1:1", "tcp://127.0.0.1:2");
+    const char *ep1 = "tcp://127.0.0.1:1", *ep2 = "tcp://127.0.0.1:2";
+    const char *bad[][2] = {
+        { "short", NULL },
+        { PUB, "rq:rM>}U?@Lns47E1%kR.o@n%FcmmsL/@{H8]y,7" },
+        { NULL, SEC },
+        { "rq:rM" "#####" "s47E1%kR.o@n%FcmmsL/@{H8]yf7ab", NULL },
+    };
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+        errno = 0;
+        assert_null(pushclient_new_curve(ep1, ep2, bad[i][0], bad[i][1]));
+        assert_int_equal(errno, EINVAL);
+    }
+    pushclient_t *c = pushclient_new_curve(ep1, ep2, PUB, SEC);
     assert_non_null(c);
-    assert_int_equal(pushclient_set_curve(c, "short", NULL), PUSHCLIENT_EFAIL);
-    assert_string_equal(pushclient_errcode(c), PUSHCLIENT_ERR_INVALID);
-    assert_int_equal(pushclient_set_curve(c, PUB, "rq:rM>}U?@Lns47E1%kR.o@n%FcmmsL/@{H8]y,7"),
-                     PUSHCLIENT_EFAIL);
-    assert_int_equal(pushclient_set_curve(c, NULL, SEC), PUSHCLIENT_EFAIL);
-    assert_int_equal(pushclient_set_curve(c, PUB, SEC), 0);
-    assert_string_equal(pushclient_errcode(c), "");
-    assert_int_equal(pushclient_set_curve(c, PUB, NULL), 0);
     pushclient_destroy(&c);
     assert_null(c);
+    c = pushclient_new_curve(ep1, ep2, PUB, NULL);      /* a throwaway pair */
+    assert_non_null(c);
+    pushclient_destroy(&c);
+    c = pushclient_new_curve("ipc:///tmp/x.sock", ep2, NULL, NULL);
+    assert_non_null(c);
+    pushclient_destroy(&c);
 }
 
 int main(void)
@@ -95,7 +106,7 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_keygen),
         cmocka_unit_test(test_key_options),
-        cmocka_unit_test(test_set_curve_checks_keys),
+        cmocka_unit_test(test_new_curve_checks_keys),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

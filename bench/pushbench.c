@@ -870,6 +870,7 @@ static int     g_ep = -1;
 static char   *g_scratch;
 static long    g_started, g_resolved, g_established, g_failed, g_closed_by_server;
 static long    g_ws_acked, g_proto_errors;
+static double  g_last_ack;          /* when the last WebSocket subscription was acknowledged */
 static conn_t *g_waitlist;          /* long polls waiting to retry */
 static int64_t g_now;               /* CLOCK_REALTIME of the current read */
 static volatile sig_atomic_t g_stop;
@@ -1253,6 +1254,7 @@ static void ws_message(conn_t *c, const char *p, size_t n)
     if (!c->ws_acked && memmem(p, n, "\"type\":\"subscribed\"", 19)) {
         c->ws_acked = 1;
         g_ws_acked++;
+        g_last_ack = mono();
     }
 }
 
@@ -2229,13 +2231,25 @@ int main(int argc, char **argv)
             last_progress = t;
         }
     }
-    /* mod_push in JSON mode acknowledges the subscription: wait for all of them */
-    if (o.transport == T_WS && g_ws_acked > 0) {
-        double dl = mono() + 2;
-        while (g_ws_acked < g_established && mono() < dl && !g_stop)
-            loop_once(10);
+    double connect_end = mono();
+    /* mod_push in JSON mode acknowledges the subscription ({"type":"subscribed"})
+     * a moment after the 101: wait for every acknowledgement, or up to 1 s for
+     * the first one (a server that sends none: Nchan, Pushpin, raw mode) */
+    if (o.transport == T_WS && g_established > 0) {
+        double t0 = mono();
+        while (!g_stop) {
+            long open = 0;
+            for (long i = 0; i < g_started; i++)
+                open += g_conns[i].established && g_conns[i].fd >= 0 && !g_conns[i].ws_acked;
+            double t = mono();
+            if (!open || (!g_ws_acked && t - t0 > 1.0) || t - t0 > o.connect_timeout)
+                break;
+            loop_once(5);
+        }
+        if (g_ws_acked && g_last_ack > connect_end)
+            connect_end = g_last_ack;
     }
-    double connect_s = mono() - c0;
+    double connect_s = connect_end - c0;
     if (g_resolved < o.subscribers) {
         for (long i = 0; i < o.subscribers; i++) {
             conn_t *c = &g_conns[i];

@@ -10,7 +10,7 @@ import uuid
 
 import pytest
 
-from conftest import ROOT, free_port
+from conftest import ROOT, free_port, wait_until
 
 BENCH_DIR = ROOT / "bench"
 PUSHBENCH = BENCH_DIR / "pushbench"
@@ -131,3 +131,207 @@ def test_refused_connections_and_usage_errors(pushbench):
         q = subprocess.run([str(pushbench), *bad], capture_output=True, text=True,
                            timeout=RUN_TIMEOUT)
         assert q.returncode == 2, (bad, q.stdout, q.stderr)
+
+
+# ---------------------------------------------------------------------------
+# The parsers against awkward framing: a small fake push server (no Apache)
+# ---------------------------------------------------------------------------
+
+import base64          # noqa: E402
+import hashlib         # noqa: E402
+import socket          # noqa: E402
+import socketserver    # noqa: E402
+import threading       # noqa: E402
+
+WS_GUID = b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
+
+
+def ws_frame(op, payload, fin=True):
+    n = len(payload)
+    head = bytes([(0x80 if fin else 0) | op])
+    if n < 126:
+        head += bytes([n])
+    elif n < 65536:
+        head += bytes([126]) + n.to_bytes(2, "big")
+    else:
+        head += bytes([127]) + n.to_bytes(8, "big")
+    return head + payload
+
+
+class FakePush(socketserver.ThreadingTCPServer):
+    """GET /sub/<ch>: SSE (chunked, in 7-byte chunks, CR line ends, comments,
+    id: and event: lines), WebSocket (messages in 3 fragments with pings
+    between them, 16-bit lengths) or a long poll the Nchan way (one message
+    per answer, Etag / If-None-Match).  POST /pub/<ch> publishes.  With
+    chaos on, channel ...000000 of SSE loses seq 4, duplicates seq 2 and
+    swaps seq 6 and 7."""
+    daemon_threads = True
+    allow_reuse_address = True
+    request_queue_size = 128
+
+    def __init__(self, chaos=False):
+        super().__init__(("127.0.0.1", 0), FakeHandler)
+        self.chaos = chaos
+        self.lock = threading.Condition()
+        self.msgs = {}           # channel -> [payload bytes]
+        self.subs = {}           # channel -> [(kind, socket, lock)]
+        self.pongs = 0
+        self.held = {}           # chaos: channel -> held message
+        threading.Thread(target=self.serve_forever, daemon=True).start()
+
+    @property
+    def port(self):
+        return self.server_address[1]
+
+    def publish(self, ch, data):
+        with self.lock:
+            self.msgs.setdefault(ch, []).append(data)
+            self.lock.notify_all()
+            subs = list(self.subs.get(ch, []))
+        seq = int(data.split(b":", 1)[0])
+        for kind, sock, lk in subs:
+            with lk:
+                try:
+                    if kind == "sse":
+                        self.send_sse(ch, sock, seq, data)
+                    else:
+                        sock.sendall(ws_frame(0x9, b"ping"))
+                        third = len(data) // 3
+                        sock.sendall(ws_frame(0x1, data[:third], fin=False))
+                        sock.sendall(ws_frame(0xA, b"unsolicited pong") + ws_frame(0x9, b""))
+                        sock.sendall(ws_frame(0x0, data[third:2 * third], fin=False))
+                        sock.sendall(ws_frame(0x0, data[2 * third:]))
+                        sock.sendall(ws_frame(0x1, b'{"type":"other"}'))
+                except OSError:
+                    pass
+
+    def send_sse(self, ch, sock, seq, data):
+        events = [b"id: %d\revent: m\rdata: " % seq + data + b"\r\r"]
+        if self.chaos and ch.endswith("000000"):
+            if seq == 4:
+                events = []
+            elif seq == 2:
+                events = events * 2
+            elif seq == 6:
+                self.held[(ch, sock)] = events
+                events = []
+            elif seq == 7:
+                events += self.held.pop((ch, sock), [])
+        stream = b": comment\n\n" + b"".join(events)
+        for i in range(0, len(stream), 7):
+            piece = stream[i:i + 7]
+            sock.sendall(b"%x\r\n" % len(piece) + piece + b"\r\n")
+
+
+class FakeHandler(socketserver.BaseRequestHandler):
+    def read_head(self, buf):
+        while b"\r\n\r\n" not in buf:
+            d = self.request.recv(65536)
+            if not d:
+                return None, None, buf
+            buf += d
+        head, _, rest = buf.partition(b"\r\n\r\n")
+        lines = head.decode("latin-1").split("\r\n")
+        hdrs = {k.strip().lower(): v.strip() for k, v in
+                (ln.split(":", 1) for ln in lines[1:] if ":" in ln)}
+        return lines[0].split(" "), hdrs, rest
+
+    def handle(self):
+        srv, sock, buf = self.server, self.request, b""
+        while True:
+            req, hdrs, buf = self.read_head(buf)
+            if req is None:
+                return
+            method, path = req[0], req[1]
+            ch = path.rsplit("/", 1)[1]
+            if method == "POST":
+                n = int(hdrs.get("content-length", "0"))
+                while len(buf) < n:
+                    buf += sock.recv(65536)
+                body, buf = buf[:n], buf[n:]
+                srv.publish(ch, body)
+                sock.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
+                continue
+            if hdrs.get("upgrade", "").lower() == "websocket":
+                acc = base64.b64encode(hashlib.sha1(hdrs["sec-websocket-key"].encode()
+                                                    + WS_GUID).digest())
+                return self.hold(ch, "ws", buf, b"HTTP/1.1 101 Switching Protocols\r\n"
+                                 b"Upgrade: websocket\r\nConnection: Upgrade\r\n"
+                                 b"Sec-WebSocket-Accept: " + acc + b"\r\n\r\n")
+            if "text/event-stream" in hdrs.get("accept", ""):
+                return self.hold(ch, "sse", buf, b"HTTP/1.1 200 OK\r\nContent-Type: "
+                                 b"text/event-stream\r\nTransfer-Encoding: chunked\r\n\r\n"
+                                 b"6\r\n: hi\r\r\r\n")
+            # long poll, Nchan style: the Etag is the index of the next message
+            with srv.lock:
+                known = len(srv.msgs.get(ch, []))
+                idx = int(hdrs["if-none-match"]) if "if-none-match" in hdrs else known
+                while len(srv.msgs.get(ch, [])) <= idx:
+                    srv.lock.wait()
+                body = srv.msgs[ch][idx]
+            sock.sendall(b"HTTP/1.1 200 OK\r\nEtag: %d\r\nLast-Modified: Sat, 21 Nov 2026 "
+                         b"12:00:00 GMT\r\nContent-Length: %d\r\n\r\n" % (idx + 1, len(body))
+                         + body)
+
+    def hold(self, ch, kind, buf, head):
+        """Subscribe, then answer: the subscriber is known before it can tell."""
+        srv, sock, lk = self.server, self.request, threading.Lock()
+        with lk:
+            with srv.lock:
+                srv.subs.setdefault(ch, []).append((kind, sock, lk))
+            sock.sendall(head)
+        while True:             # client frames: count the pongs
+            try:
+                d = sock.recv(65536)
+            except OSError:
+                return
+            if not d:
+                return
+            buf += d
+            while len(buf) >= 6 and len(buf) >= 6 + (buf[1] & 0x7f):
+                if buf[0] & 0x0f == 0xA:
+                    with srv.lock:
+                        srv.pongs += 1
+                buf = buf[6 + (buf[1] & 0x7f):]
+
+
+@pytest.fixture
+def fake():
+    servers = []
+
+    def make(chaos=False):
+        s = FakePush(chaos)
+        servers.append(s)
+        return s
+    yield make
+    for s in servers:
+        s.shutdown()
+        s.server_close()
+
+
+@pytest.mark.parametrize("transport", ["sse", "ws", "longpoll"])
+def test_awkward_framing(pushbench, fake, transport):
+    srv = fake()
+    res, p = run(pushbench, "--transport", transport,
+                 "--sub-url", f"http://127.0.0.1:{srv.port}/sub/{{ch}}",
+                 "--subscribers", 6, "--channels", 3, "--channel-prefix", prefix(),
+                 "--hold", 0.3 if transport == "longpoll" else 0,
+                 "--publish", f"http:http://127.0.0.1:{srv.port}/pub/{{ch}}",
+                 "--messages", 30, "--payload-size", 300, "--drain", 20)
+    assert_clean(res, 6, 30, 3, p.stdout)
+    if transport == "ws":       # every ping answered (the last pongs may still be on their way)
+        wait_until(lambda: srv.pongs >= 2 * 60, 10, f"120 pongs (got {srv.pongs})")
+
+
+def test_loss_duplicate_and_reorder_accounting(pushbench, fake):
+    srv = fake(chaos=True)
+    res, p = run(pushbench, "--sub-url", f"http://127.0.0.1:{srv.port}/sub/{{ch}}",
+                 "--subscribers", 6, "--channels", 3, "--channel-prefix", prefix(),
+                 "--publish", f"http:http://127.0.0.1:{srv.port}/pub/{{ch}}",
+                 "--messages", 30, "--drain", 2)
+    # channel 0 has subscribers 0 and 3: each loses 1, gets 1 twice, 1 late
+    assert res["expected"] == 60 and res["established"] == 6, p.stdout
+    assert res["lost"] == 2 and res["lost_conns"] == 2, p.stdout
+    assert res["duplicated"] == 2 and res["duplicated_conns"] == 2, p.stdout
+    assert res["reordered"] == 2 and res["reordered_conns"] == 2, p.stdout
+    assert res["delivered"] == 58 and res["received"] == 60, p.stdout

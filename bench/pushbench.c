@@ -174,12 +174,17 @@ static void buf_append(buf_t *b, const void *d, size_t n)
 static void buf_printf(buf_t *b, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 static void buf_printf(buf_t *b, const char *fmt, ...)
 {
+    char tmp[1024];
     va_list ap;
     va_start(ap, fmt);
-    int n = vsnprintf(NULL, 0, fmt, ap);
+    int n = vsnprintf(tmp, sizeof tmp, fmt, ap);
     va_end(ap);
     if (n < 0)
         return;
+    if ((size_t)n < sizeof tmp) {
+        buf_append(b, tmp, (size_t)n);
+        return;
+    }
     buf_reserve(b, (size_t)n + 1);
     va_start(ap, fmt);
     vsnprintf(b->p + b->len, (size_t)n + 1, fmt, ap);
@@ -1846,6 +1851,21 @@ static void pconn_read(pconn_t *p)
 {
     char tmp[16384];
     ssize_t r = recv(p->fd, tmp, sizeof tmp, 0);
+    if (r == 0 && p->busy && !p->in_head && p->h.mode == BM_EOF) {
+        p->in_head = 1;                    /* a response that ends with the connection */
+        p->busy = 0;
+        if (p->h.status >= 200 && p->h.status < 300) {
+            atomic_fetch_add(&g_pub_count[p->ch], 1);
+            g_pub_total++;
+            p->consec_err = 0;
+        }
+        else {
+            g_pub_errors++;
+            p->consec_err++;
+        }
+        pconn_drop(p, NULL);
+        return;
+    }
     if (r == 0 || (r < 0 && errno != EAGAIN && errno != EINTR)) {
         pconn_drop(p, r == 0 ? "publisher connection closed by the server" : strerror(errno));
         return;
@@ -2360,7 +2380,7 @@ int main(int argc, char **argv)
     if (o.messages > 0) {
         printf("  publish:   %" PRIu64 " of %" PRIu64 " messages via %s in %.3f s = %.0f msg/s, %" PRIu64 " errors%s%s\n",
                g_pub_total, o.messages, o.publish, publish_s, prate, g_pub_errors,
-               g_pub_errmsg[0] ? " - last: " : "", g_pub_errmsg);
+               g_pub_errors && g_pub_errmsg[0] ? " - last: " : "", g_pub_errors ? g_pub_errmsg : "");
         printf("  delivery:  %" PRIu64 " of %" PRIu64 " expected in %.3f s (first publish to last delivery) = %.0f deliveries/s\n",
                delivered, expected, window_s, dps);
         printf("  latency:   p50 %.2f ms, p90 %.2f ms, p99 %.2f ms, max %.2f ms, mean %.2f ms (%" PRIu64 " samples)\n",

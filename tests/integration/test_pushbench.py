@@ -5,8 +5,10 @@ subscribers with HTTP POST publishing, long polls, a JSON publish body, the
 ESTABLISHED line of a hold-only run and the exit statuses.  Every assertion is
 on counts read from the RESULT line, never on timings."""
 import json
+import os
 import subprocess
 import uuid
+from pathlib import Path
 
 import pytest
 
@@ -19,7 +21,10 @@ RUN_TIMEOUT = 60            # a bound against hangs, not a measurement
 
 @pytest.fixture(scope="module")
 def pushbench():
-    """Build bench/pushbench (make -C bench; a no-op when up to date)."""
+    """Build bench/pushbench (make -C bench; a no-op when up to date), or use
+    the binary named by $PUSHBENCH (e.g. a sanitizer build)."""
+    if os.environ.get("PUSHBENCH"):
+        return Path(os.environ["PUSHBENCH"])
     p = subprocess.run(["make", "-s", "-C", str(BENCH_DIR), "pushbench"],
                        capture_output=True, text=True, timeout=120)
     if p.returncode != 0:

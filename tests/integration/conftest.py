@@ -8,6 +8,14 @@ Environment:
                    `make integration` passes an ASan+UBSan build)
   PUSH_HTTPD       the Apache binary (default: /usr/sbin/apache2)
   PUSH_MODULE_SO   mod_push.so to load (default: <repo>/mod_push/.libs/mod_push.so)
+  PUSH_HTTPD_VALGRIND=1
+                   run every Apache as one process (apache2 -X) under valgrind
+                   memcheck (`make valgrind`, tests/valgrind/README.md); its
+                   stop() fails the test when valgrind reports an error or a
+                   definite leak.  Tests that need several children or
+                   `apache2 -k` are not for this mode.
+  PUSH_TIME_SCALE  multiplies the harness's bounds (START/RELINK/EVENT_TIMEOUT,
+                   wait_until, SSEClient waits); default 1, 6 under valgrind
 
 What the harness offers (usable from any test file of this directory):
 
@@ -52,6 +60,7 @@ import itertools
 import json
 import os
 import re
+import shlex
 import signal
 import socket
 import subprocess
@@ -71,11 +80,17 @@ PUSHCTL = ROOT / "clients" / "c" / "pushctl"
 PHP_PUBLISH = ROOT / "clients" / "php" / "publish.php"
 HOST = "127.0.0.1"
 
+VALGRIND = os.environ.get("PUSH_HTTPD_VALGRIND", "") not in ("", "0")
+VALGRIND_BIN = os.environ.get("PUSH_VALGRIND") or "valgrind"
+VALGRIND_SUPP = ROOT / "tests" / "valgrind" / "apache.supp"
+VALGRIND_ERROR_EXIT = 97
+TIME_SCALE = float(os.environ.get("PUSH_TIME_SCALE") or (6 if VALGRIND else 1))
+
 # Upper bounds that only keep a broken build from hanging the run; no test
-# asserts that anything is fast.
-START_TIMEOUT = 20.0
-RELINK_TIMEOUT = 15.0
-EVENT_TIMEOUT = 15.0
+# asserts that anything is fast.  Scaled under valgrind (PUSH_TIME_SCALE).
+START_TIMEOUT = 20.0 * TIME_SCALE
+RELINK_TIMEOUT = 15.0 * TIME_SCALE
+EVENT_TIMEOUT = 15.0 * TIME_SCALE
 
 SANITIZER_MARKERS = ("ERROR: AddressSanitizer", "ERROR: LeakSanitizer", "runtime error:",
                      "SUMMARY: UndefinedBehaviorSanitizer", "SUMMARY: AddressSanitizer")
@@ -109,7 +124,9 @@ def unique_channel(prefix="t"):
 
 def wait_until(predicate, timeout, what, interval=0.05):
     """Poll predicate() until it returns a true value; returns that value.
-    Fails the test after timeout seconds (a bound, not an assertion on speed)."""
+    Fails the test after timeout seconds (a bound, not an assertion on speed;
+    multiplied by PUSH_TIME_SCALE)."""
+    timeout *= TIME_SCALE
     deadline = time.monotonic() + timeout
     last_exc = None
     while True:
@@ -133,6 +150,35 @@ def tail(path, lines=60):
     except OSError as e:
         return f"<cannot read {path}: {e}>"
     return "\n".join(text.splitlines()[-lines:])
+
+
+def valgrind_problems(log):
+    """What valgrind's log says is wrong: errors (ERROR SUMMARY: N, N > 0),
+    definite leaks (definitely lost: N bytes, N > 0), or no summary at all."""
+    try:
+        text = Path(log).read_text(errors="replace")
+    except OSError as e:
+        return [f"no valgrind log {log}: {e}"]
+    out = []
+    m = re.findall(r"ERROR SUMMARY: ([\d,]+) errors", text)
+    if not m:
+        out.append("valgrind wrote no ERROR SUMMARY (did the process exit?)")
+    elif int(m[-1].replace(",", "")) > 0:
+        out.append(f"ERROR SUMMARY: {m[-1]} errors")
+    for n in re.findall(r"definitely lost: ([\d,]+) bytes", text):
+        if int(n.replace(",", "")) > 0:
+            out.append(f"definitely lost: {n} bytes")
+    return out
+
+
+def valgrind_report(log, limit=400):
+    """The error records of a valgrind log (without the banner and summaries)."""
+    try:
+        lines = Path(log).read_text(errors="replace").splitlines()
+    except OSError:
+        return ""
+    keep = [ln for ln in lines if not re.match(r"==\d+== ?$", ln)]
+    return "\n".join(keep[:limit])
 
 
 def pid_alive(pid):
@@ -617,7 +663,7 @@ class SSEClient:
         return True
 
     def read_head(self, timeout=None):
-        deadline = time.monotonic() + (timeout or self.timeout)
+        deadline = self._deadline(timeout)
         while not self.http.head_done:
             try:
                 if not self._recv_some(deadline):
@@ -635,7 +681,7 @@ class SSEClient:
 
     def read_body(self, timeout=None):
         """The whole body (for error answers that end)."""
-        deadline = time.monotonic() + (timeout or self.timeout)
+        deadline = self._deadline(timeout)
         self.read_head()
         while not self.http.complete:
             try:
@@ -648,8 +694,13 @@ class SSEClient:
     def json(self):
         return json.loads(self.read_body())
 
-    def next_item(self, timeout=None):
-        deadline = time.monotonic() + (timeout or self.timeout)
+    def _deadline(self, timeout):
+        """When a wait of timeout seconds (times PUSH_TIME_SCALE) ends; None:
+        the client's own timeout."""
+        return time.monotonic() + (timeout * TIME_SCALE if timeout else self.timeout)
+
+    def next_item(self, timeout=None, _deadline=None):
+        deadline = _deadline or self._deadline(timeout)
         self.read_head()
         while self._cursor >= len(self.sse.items):
             if not self._recv_some(deadline):
@@ -660,16 +711,16 @@ class SSEClient:
         self._cursor += 1
         return item
 
-    def next_event(self, timeout=None):
-        deadline = time.monotonic() + (timeout or self.timeout)
+    def next_event(self, timeout=None, _deadline=None):
+        deadline = _deadline or self._deadline(timeout)
         while True:
-            kind, val = self.next_item(max(0.001, deadline - time.monotonic()))
+            kind, val = self.next_item(_deadline=deadline)
             if kind == "event":
                 return val
 
     def events(self, n, timeout=None):
-        deadline = time.monotonic() + (timeout or self.timeout)
-        return [self.next_event(max(0.001, deadline - time.monotonic())) for _ in range(n)]
+        deadline = self._deadline(timeout)
+        return [self.next_event(_deadline=deadline) for _ in range(n)]
 
     def wait_preamble(self, timeout=None):
         """Wait for the 'retry:' field that ends the preamble; returns the head.
@@ -678,7 +729,7 @@ class SSEClient:
         if head.status != 200:
             body = self.read_body(timeout)
             pytest.fail(f"SSE subscribe GET {self.path} answered {head.status}: {body!r}")
-        deadline = time.monotonic() + (timeout or self.timeout)
+        deadline = self._deadline(timeout)
         while not any(k == "retry" for k, _ in self.sse.items):
             if not self._recv_some(deadline):
                 raise TimeoutError(f"no SSE preamble on GET {self.path}: {bytes(self.body)!r}")
@@ -690,7 +741,7 @@ class SSEClient:
     def no_event_within(self, seconds):
         """True when no event arrives within seconds (comments are ignored)."""
         try:
-            ev = self.next_event(seconds)
+            ev = self.next_event(_deadline=time.monotonic() + seconds)    # not scaled
         except TimeoutError:
             return True
         pytest.fail(f"unexpected event {ev!r}")
@@ -751,6 +802,8 @@ class Apache:
         self.pidfile = self.rundir / "httpd.pid"
         self.master_pid = None
         self.src = ROOT
+        self.proc = None            # valgrind mode: the one apache2 -X process
+        self.valgrind_logs = []     # valgrind mode: one log per start
 
     def args(self):
         a = [HTTPD, "-d", str(self.rundir), "-f", str(ROOT / "conf" / "httpd.conf"),
@@ -770,6 +823,8 @@ class Apache:
             pytest.fail(f"{MODULE_SO} is missing: build it first (make)")
         env = {k: v for k, v in os.environ.items() if not k.startswith(("ASAN_", "UBSAN_"))}
         env["LANG"] = "C"
+        if VALGRIND:
+            return self._start_valgrind(env, require_broker, timeout)
         p = subprocess.run(self.args() + ["-k", "start"], capture_output=True, text=True,
                            env=env, timeout=60)
         if p.returncode != 0:
@@ -824,7 +879,10 @@ class Apache:
                                    f"{' (all children linked)' if require_broker else ''}")
 
     def child_pids(self):
-        """PIDs of the processes whose parent is the Apache master."""
+        """PIDs of the processes whose parent is the Apache master (under
+        valgrind, apache2 -X: the one process serves)."""
+        if self.proc is not None:
+            return [self.master_pid] if self.master_pid and pid_alive(self.master_pid) else []
         out = []
         for d in os.listdir("/proc"):
             if not d.isdigit():
@@ -846,6 +904,8 @@ class Apache:
             return 0
 
     def stop(self, timeout=30.0):
+        if self.proc is not None:
+            return self._stop_valgrind(timeout * TIME_SCALE)
         if not self.master_pid:
             return
         pid = self.master_pid
@@ -873,10 +933,59 @@ class Apache:
         except OSError:
             return ""
 
+    # --- valgrind mode (PUSH_HTTPD_VALGRIND=1, `make valgrind`) ---------------
+    def _start_valgrind(self, env, require_broker, timeout):
+        """apache2 -X (one process, in the foreground: the event MPM's child
+        runs in it, child_init, threads and all) under valgrind memcheck."""
+        log = self.rundir / f"valgrind.{len(self.valgrind_logs) + 1}.log"
+        self.valgrind_logs.append(log)
+        cmd = [VALGRIND_BIN, "--tool=memcheck", f"--log-file={log}",
+               f"--error-exitcode={VALGRIND_ERROR_EXIT}", "--leak-check=full",
+               "--errors-for-leak-kinds=definite", "--show-leak-kinds=definite",
+               "--track-fds=no", "--num-callers=40", "--vgdb=no", "--keep-debuginfo=yes", f"--suppressions={VALGRIND_SUPP}",
+               *shlex.split(os.environ.get("PUSH_VALGRIND_OPTS", "")),
+               self.args()[0], "-X", *self.args()[1:]]
+        with open(self.rundir / "stdout.log", "ab") as out:
+            out.write(f"=== harness: starting {' '.join(cmd)}\n".encode())
+            out.flush()
+            self.proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=out,
+                                         stderr=subprocess.STDOUT, env=env,
+                                         preexec_fn=_die_with_parent)
+        self.master_pid = self.proc.pid
+        if self not in _ACTIVE:
+            _ACTIVE.append(self)
+        self.wait_ready(require_broker, timeout=timeout)
+        return self
+
+    def _stop_valgrind(self, timeout):
+        """SIGTERM (with -X: the one process ends its threads, runs the child
+        pool's cleanups and exits), then read valgrind's verdict: fail on any
+        error or definite leak (the log names the stacks)."""
+        proc, self.proc, self.master_pid = self.proc, None, None
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGTERM)
+        try:
+            rc = proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(30)
+            pytest.fail(f"apache2 -X under valgrind (pid {proc.pid}) ignored SIGTERM for "
+                        f"{timeout:.0f}s; valgrind log {self.valgrind_logs[-1]}")
+        problems = valgrind_problems(self.valgrind_logs[-1])
+        if rc not in (0, VALGRIND_ERROR_EXIT) and not problems:
+            problems.append(f"apache2 -X exited with status {rc}")
+        if problems:
+            pytest.fail(f"valgrind, Apache '{self.name}' ({self.valgrind_logs[-1]}):\n"
+                        + "\n".join(problems) + "\n" + valgrind_report(self.valgrind_logs[-1]))
+
     def log_sections(self):
         state = f"master pid {self.master_pid}" if self.master_pid else "stopped"
-        return [(f"Apache '{self.name}' ({state}, port {self.port}) error.log tail: "
-                 f"{self.error_log}", tail(self.error_log))]
+        out = [(f"Apache '{self.name}' ({state}, port {self.port}) error.log tail: "
+                f"{self.error_log}", tail(self.error_log))]
+        if self.valgrind_logs:
+            out.append((f"valgrind log of Apache '{self.name}': {self.valgrind_logs[-1]}",
+                        valgrind_report(self.valgrind_logs[-1], 120)))
+        return out
 
     # --- HTTP helpers ------------------------------------------------------
     def url(self, path):
@@ -1058,7 +1167,7 @@ def _stop_everything():
                 obj.stop()
             elif isinstance(obj, Broker):
                 obj.stop(check=False)
-        except Exception:  # noqa: BLE001 - best effort at exit
+        except BaseException:  # noqa: BLE001 - best effort at exit (pytest.fail too)
             pass
     _ACTIVE.clear()
 
@@ -1100,6 +1209,8 @@ def pytest_runtest_makereport(item, call):
 def apachectl(apache, action, timeout=60.0):
     """`apache2 <this Apache's args> -k <action>` (graceful, restart, ...):
     the master of this Apache only, found through its own pid file."""
+    if VALGRIND:
+        pytest.skip("apache2 -k needs a master process (not under valgrind: apache2 -X)")
     env = {k: v for k, v in os.environ.items() if not k.startswith(("ASAN_", "UBSAN_"))}
     env["LANG"] = "C"
     p = subprocess.run(apache.args() + ["-k", action], capture_output=True, text=True,
@@ -1156,6 +1267,8 @@ def connection_owner(apache, sock):
 def kill_child(apache, pid):
     """SIGKILL one child of this Apache (by its PID, checked to be a child
     of our master) and wait until it is gone."""
+    if VALGRIND:
+        pytest.skip("killing a child needs a master process (not under valgrind: apache2 -X)")
     assert pid in apache.child_pids(), f"{pid} is not a child of Apache {apache.master_pid}"
     os.kill(pid, signal.SIGKILL)
     wait_until(lambda: not pid_alive(pid), 30, f"child {pid} to die")

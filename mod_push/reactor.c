@@ -57,6 +57,7 @@ struct push_reactor {
     push_hold      *closing_in;   /* finished by a worker, waiting for linger */
     push_hold      *returning;    /* lent to a worker, given back */
     push_hold      *discarded;    /* never parked; to be freed by the reactor */
+    push_hold      *all;          /* every hold, push_hold_new to s_free (under lock) */
     /* reactor thread only */
     push_hold      *held;         /* parked holds */
     push_hold      *closing;      /* lingering or waiting to be destroyed */
@@ -264,11 +265,26 @@ push_hold *push_hold_new(push_reactor *rx, request_rec *r, const push_transport 
     h->out = r->output_filters;
     h->rx = rx;
     h->state = HOLD_NEW;
+    pthread_mutex_lock(&rx->lock);
+    h->all_next = rx->all;
+    if (rx->all)
+        rx->all->all_prev = h;
+    rx->all = h;
+    pthread_mutex_unlock(&rx->lock);
     return h;
 }
 
 static void s_free(push_hold *h)
 {
+    push_reactor *rx = h->rx;
+    pthread_mutex_lock(&rx->lock);
+    if (h->all_prev)
+        h->all_prev->all_next = h->all_next;
+    else
+        rx->all = h->all_next;
+    if (h->all_next)
+        h->all_next->all_prev = h->all_prev;
+    pthread_mutex_unlock(&rx->lock);
     if (h->tp->cleanup)
         h->tp->cleanup(h);
     if (h->lean && h->fd >= 0)
@@ -499,19 +515,11 @@ static void s_finish_cb(push_hold *h)
         h->linger_until = apr_time_now() + LINGER_TIME;
 }
 
-/* The finish callback needs the reactor to hand the hold back; the baton
- * carries both. */
-typedef struct finish_baton {
-    push_reactor *rx;
-    push_hold    *h;
-} finish_baton;
-
+/* The finish callback hands the hold back to its reactor (h->rx). */
 static void s_finish_and_return(void *arg)
 {
-    finish_baton *fb = arg;
-    push_reactor *rx = fb->rx;
-    push_hold *h = fb->h;
-    free(fb);
+    push_hold *h = arg;
+    push_reactor *rx = h->rx;
     s_finish_cb(h);
     pthread_mutex_lock(&rx->lock);
     h->next = rx->closing_in;
@@ -585,17 +593,11 @@ static void s_end(push_reactor *rx, push_hold *h, int aborted)
     }
     h->events = 0;
     h->state = HOLD_FINISHING;
-    finish_baton *fb = malloc(sizeof *fb);
-    if (fb) {
-        fb->rx = rx;
-        fb->h = h;
-    }
-    if (!fb || ap_mpm_register_timed_callback(0, s_finish_and_return, fb) != APR_SUCCESS) {
+    if (ap_mpm_register_timed_callback(0, s_finish_and_return, h) != APR_SUCCESS) {
         /* Without a worker the request cannot be finished; the MPM reclaims
          * the connection when the child exits. */
         ap_log_error(APLOG_MARK, APLOG_ERR, 0, rx->s, APLOGNO(20010)
                      "cannot schedule the end of a held connection");
-        free(fb);
     }
 }
 
@@ -851,8 +853,9 @@ static void s_tick(push_reactor *rx)
         /* The suspending worker may still be leaving the MPM (apache-async.md §3). */
         if (h->c->sbh != NULL || now - h->suspended_at < DESTROY_GRACE)
             continue;
-        if (h->linger_until)
-            epoll_ctl(rx->epfd, EPOLL_CTL_DEL, h->fd, NULL);
+        /* registered while it lingered, and still when the client's FIN
+         * zeroed linger_until (level-triggered: it would keep reporting) */
+        epoll_ctl(rx->epfd, EPOLL_CTL_DEL, h->fd, NULL);
         s_list_remove(&rx->closing, h);
         h->state = HOLD_DESTROYING;
         if (ap_mpm_register_timed_callback(0, s_destroy_cb, h) != APR_SUCCESS)
@@ -957,7 +960,13 @@ void push_reactor_destroy(push_reactor **rxp)
         s_wakeup(rx);
         pthread_join(rx->thread, NULL);
     }
-    /* Holds still here belong to connections the exiting process drops. */
+    /* Holds still here (parked, lingering, or waiting for a worker callback
+     * the stopping MPM never ran) belong to connections the exiting process
+     * drops: free their memory. */
+    while (rx->all) {
+        push_hub_detach(rx->hub, &rx->all->client);   /* the link thread still runs */
+        s_free(rx->all);
+    }
     if (rx->epfd >= 0)
         close(rx->epfd);
     if (rx->evfd >= 0)

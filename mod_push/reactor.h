@@ -103,6 +103,7 @@ struct push_hold {
     char                  client_ip[48];
     push_hold            *prev, *next;
     push_hold            *next_returning;
+    push_hold            *all_prev, *all_next;   /* rx->all, under rx->lock */
 };
 
 /* Start the reactor thread; child_init.  NULL (logged) on failure. */

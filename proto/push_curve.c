@@ -4,6 +4,7 @@
 #ifndef _GNU_SOURCE
 #define _GNU_SOURCE     /* getline */
 #endif
+#include "push_proto.h"
 #include "push_curve.h"
 
 #include <ctype.h>
@@ -21,19 +22,6 @@
 static const char s_z85[] =
     "0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ.-:+=^!/*?&<>()[]{}@%$#";
 
-static int s_err(char *err, size_t errlen, const char *fmt, ...)
-    __attribute__((format(printf, 3, 4)));
-
-static int s_err(char *err, size_t errlen, const char *fmt, ...)
-{
-    if (err && errlen) {
-        va_list ap;
-        va_start(ap, fmt);
-        vsnprintf(err, errlen, fmt, ap);
-        va_end(ap);
-    }
-    return -1;
-}
 
 /* ---- Z85 ----------------------------------------------------------------- */
 
@@ -84,7 +72,7 @@ void push_curve_encode(const unsigned char *in, push_curve_key out)
 static void s_why_not_key(const char *word, size_t len, char *why, size_t whylen)
 {
     if (len != PUSH_CURVE_KEY_LEN) {
-        s_err(why, whylen, "not a CURVE key: a Z85 key has %d characters, this one %zu",
+        push_errf(why, whylen, "not a CURVE key: a Z85 key has %d characters, this one %zu",
               PUSH_CURVE_KEY_LEN, len);
         return;
     }
@@ -92,14 +80,14 @@ static void s_why_not_key(const char *word, size_t len, char *why, size_t whylen
         if (s_z85_value(word[i]) < 0) {
             unsigned char c = (unsigned char)word[i];
             if (isprint(c))
-                s_err(why, whylen, "not a CURVE key: '%c' (column %zu) is not a Z85 character",
+                push_errf(why, whylen, "not a CURVE key: '%c' (column %zu) is not a Z85 character",
                       c, i + 1);
             else
-                s_err(why, whylen, "not a CURVE key: byte 0x%02x (column %zu) is not a Z85 "
+                push_errf(why, whylen, "not a CURVE key: byte 0x%02x (column %zu) is not a Z85 "
                       "character", c, i + 1);
             return;
         }
-    s_err(why, whylen, "not a CURVE key: its Z85 text is out of range");
+    push_errf(why, whylen, "not a CURVE key: its Z85 text is out of range");
 }
 
 int push_curve_parse_line(const char *line, push_curve_key key, char *why, size_t whylen)
@@ -116,7 +104,7 @@ int push_curve_parse_line(const char *line, push_curve_key key, char *why, size_
         while (isspace((unsigned char)*rest))
             rest++;
         if (*rest && *rest != '#')
-            return s_err(why, whylen, "text after the key (a comment starts with #)");
+            return push_errf(why, whylen, "text after the key (a comment starts with #)");
         memcpy(key, line, PUSH_CURVE_KEY_LEN);
         key[PUSH_CURVE_KEY_LEN] = '\0';
         return 1;
@@ -135,15 +123,15 @@ static FILE *s_open(const char *path, int *world_readable, char *err, size_t err
 {
     int fd = open(path, O_RDONLY | O_CLOEXEC | O_NOCTTY | O_NONBLOCK);
     if (fd < 0) {
-        s_err(err, errlen, "%s: cannot open: %s", path, strerror(errno));
+        push_errf(err, errlen, "%s: cannot open: %s", path, strerror(errno));
         return NULL;
     }
     struct stat st;
     FILE *f = NULL;
     if (fstat(fd, &st) < 0 || !S_ISREG(st.st_mode))
-        s_err(err, errlen, "%s: not a regular file", path);
+        push_errf(err, errlen, "%s: not a regular file", path);
     else if (!(f = fdopen(fd, "r")))
-        s_err(err, errlen, "%s: %s", path, strerror(errno));
+        push_errf(err, errlen, "%s: %s", path, strerror(errno));
     if (!f) {
         close(fd);
         return NULL;
@@ -159,13 +147,13 @@ static int s_line(const char *path, unsigned lineno, const char *line, size_t n,
 {
     char why[160];
     if (n > PUSH_CURVE_LINE_MAX)
-        return s_err(err, errlen, "%s:%u: line longer than %d bytes", path, lineno,
+        return push_errf(err, errlen, "%s:%u: line longer than %d bytes", path, lineno,
                      PUSH_CURVE_LINE_MAX);
     if (strlen(line) != n)
-        return s_err(err, errlen, "%s:%u: NUL byte in the line", path, lineno);
+        return push_errf(err, errlen, "%s:%u: NUL byte in the line", path, lineno);
     int rc = push_curve_parse_line(line, key, why, sizeof why);
     if (rc < 0)
-        return s_err(err, errlen, "%s:%u: %s", path, lineno, why);
+        return push_errf(err, errlen, "%s:%u: %s", path, lineno, why);
     return rc;
 }
 
@@ -183,12 +171,12 @@ static long s_read_lines(FILE *f, const char *path, push_curve_key_fn *fn, void 
         if (rc < 0)
             count = -1;
         else if (rc > 0 && fn && fn(key, arg) != 0)
-            count = s_err(err, errlen, "%s:%u: stopped", path, lineno);
+            count = push_errf(err, errlen, "%s:%u: stopped", path, lineno);
         else
             count += rc;
     }
     if (count >= 0 && ferror(f))
-        count = s_err(err, errlen, "%s: read error: %s", path, strerror(errno));
+        count = push_errf(err, errlen, "%s: read error: %s", path, strerror(errno));
     free(line);
     return count;
 }
@@ -221,10 +209,10 @@ int push_curve_load_key(const char *path, push_curve_key key, int *world_readabl
     if (n < 0)
         return -1;
     if (n == 0)
-        return s_err(err, errlen, "%s: no key in the file (a key is a line of %d Z85 "
+        return push_errf(err, errlen, "%s: no key in the file (a key is a line of %d Z85 "
                      "characters, as written by pushctl keygen)", path, PUSH_CURVE_KEY_LEN);
     if (n > 1)
-        return s_err(err, errlen, "%s: %ld keys in the file; exactly one is expected",
+        return push_errf(err, errlen, "%s: %ld keys in the file; exactly one is expected",
                      path, n);
     memcpy(key, first, sizeof first);
     return 0;
@@ -240,7 +228,7 @@ int push_curve_key_arg(const char *arg, push_curve_key key, int *world_readable,
         return 0;
     }
     if (!*arg)
-        return s_err(err, errlen, "empty key or file name");
+        return push_errf(err, errlen, "empty key or file name");
     return push_curve_load_key(arg, key, world_readable, err, errlen);
 }
 

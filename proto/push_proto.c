@@ -4,6 +4,8 @@
 #include "push_proto.h"
 
 #include <errno.h>
+#include <stdarg.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <zmq.h>
@@ -321,4 +323,15 @@ void push_publish_req_free(push_publish_req *req)
     free(req->data);
     req->channel = req->event = req->data = NULL;
     req->data_len = 0;
+}
+
+int push_errf(char *err, size_t errlen, const char *fmt, ...)
+{
+    if (err && errlen) {
+        va_list ap;
+        va_start(ap, fmt);
+        vsnprintf(err, errlen, fmt, ap);
+        va_end(ap);
+    }
+    return -1;
 }

@@ -170,4 +170,10 @@ int  push_publish_req_decode(const char *json, size_t len, int need_channel,
                              const char **err_code, const char **err_msg);
 void push_publish_req_free(push_publish_req *req);
 
+/* Format an error message into err (errlen bytes; nothing when err is
+ * NULL) and return -1: the error convention of the parsers and readers
+ * that report to a caller-provided buffer. */
+int push_errf(char *err, size_t errlen, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+
 #endif

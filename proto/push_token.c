@@ -1,6 +1,7 @@
 /*
  * push_token.c — signed channel tokens; see push_token.h.
  */
+#include "push_proto.h"
 #include "push_token.h"
 
 #include <cjson/cJSON.h>
@@ -364,34 +365,21 @@ char *push_token_mint(const void *secret, size_t secret_len, const char *sub,
 
 /* ---- the secret ---------------------------------------------------------------- */
 
-static int s_err(char *err, size_t errlen, const char *fmt, ...)
-    __attribute__((format(printf, 3, 4)));
-
-static int s_err(char *err, size_t errlen, const char *fmt, ...)
-{
-    if (err && errlen) {
-        va_list ap;
-        va_start(ap, fmt);
-        vsnprintf(err, errlen, fmt, ap);
-        va_end(ap);
-    }
-    return -1;
-}
 
 int push_token_secret_load(const char *path, unsigned char *buf, size_t *len,
                            int *world_readable, char *err, size_t errlen)
 {
     int fd = open(path, O_RDONLY | O_CLOEXEC | O_NOCTTY);
     if (fd < 0)
-        return s_err(err, errlen, "cannot open %s: %s", path, strerror(errno));
+        return push_errf(err, errlen, "cannot open %s: %s", path, strerror(errno));
     struct stat st;
     if (fstat(fd, &st) < 0 || !S_ISREG(st.st_mode)) {
         close(fd);
-        return s_err(err, errlen, "%s is not a regular file", path);
+        return push_errf(err, errlen, "%s is not a regular file", path);
     }
     if (st.st_size > PUSH_TOKEN_SECRET_MAX) {
         close(fd);
-        return s_err(err, errlen, "%s is larger than %d bytes", path, PUSH_TOKEN_SECRET_MAX);
+        return push_errf(err, errlen, "%s is larger than %d bytes", path, PUSH_TOKEN_SECRET_MAX);
     }
     size_t n = 0;
     while (n < PUSH_TOKEN_SECRET_MAX) {
@@ -401,7 +389,7 @@ int push_token_secret_load(const char *path, unsigned char *buf, size_t *len,
         if (got < 0) {
             int e = errno;
             close(fd);
-            return s_err(err, errlen, "cannot read %s: %s", path, strerror(e));
+            return push_errf(err, errlen, "cannot read %s: %s", path, strerror(e));
         }
         if (got == 0)
             break;
@@ -411,7 +399,7 @@ int push_token_secret_load(const char *path, unsigned char *buf, size_t *len,
     while (n && (buf[n - 1] == '\n' || buf[n - 1] == '\r'))
         n--;
     if (n < PUSH_TOKEN_SECRET_MIN)
-        return s_err(err, errlen, "%s holds %zu bytes of secret; at least %d are needed "
+        return push_errf(err, errlen, "%s holds %zu bytes of secret; at least %d are needed "
                      "(e.g. openssl rand -hex 32 > %s)", path, n, PUSH_TOKEN_SECRET_MIN, path);
     *len = n;
     if (world_readable)

@@ -12,19 +12,6 @@
 #include <string.h>
 #include <time.h>
 
-static int s_fail(char *err, size_t errlen, const char *fmt, ...)
-    __attribute__((format(printf, 3, 4)));
-
-static int s_fail(char *err, size_t errlen, const char *fmt, ...)
-{
-    if (err && errlen) {
-        va_list ap;
-        va_start(ap, fmt);
-        vsnprintf(err, errlen, fmt, ap);
-        va_end(ap);
-    }
-    return -1;
-}
 
 static int s_parse_u64(const char *s, uint64_t *out)
 {
@@ -48,7 +35,7 @@ static int s_only_for(pushctl_cmd_t have, pushctl_cmd_t want, int given,
                       const char *opt, const char *cmd, char *err, size_t errlen)
 {
     if (given && have != want)
-        return s_fail(err, errlen, "option --%s is only valid with '%s'", opt, cmd);
+        return push_errf(err, errlen, "option --%s is only valid with '%s'", opt, cmd);
     return 0;
 }
 
@@ -96,7 +83,7 @@ int pushctl_args_parse(pushctl_args_t *out, int argc, char **argv,
         if (options_done || strncmp(arg, "--", 2) != 0) {
             /* positional; a lone "-" is a positional too (data from stdin) */
             if (npos == (int)(sizeof pos / sizeof pos[0]))
-                return s_fail(err, errlen, "too many arguments");
+                return push_errf(err, errlen, "too many arguments");
             pos[npos++] = arg;
             continue;
         }
@@ -105,7 +92,7 @@ int pushctl_args_parse(pushctl_args_t *out, int argc, char **argv,
         const char *eq = strchr(arg + 2, '=');
         size_t nlen = eq ? (size_t)(eq - arg - 2) : strlen(arg + 2);
         if (nlen == 0 || nlen >= sizeof name)
-            return s_fail(err, errlen, "unknown option '%s'", arg);
+            return push_errf(err, errlen, "unknown option '%s'", arg);
         memcpy(name, arg + 2, nlen);
         name[nlen] = '\0';
         const char *value = NULL;
@@ -115,19 +102,19 @@ int pushctl_args_parse(pushctl_args_t *out, int argc, char **argv,
             else if (i + 1 < argc)
                 value = argv[++i];
             else
-                return s_fail(err, errlen, "option --%s needs a value", name);
+                return push_errf(err, errlen, "option --%s needs a value", name);
         }
         else if (eq)
-            return s_fail(err, errlen, "option --%s takes no value", name);
+            return push_errf(err, errlen, "option --%s takes no value", name);
 
         if (strcmp(name, "api") == 0) {
             if (!*value)
-                return s_fail(err, errlen, "option --api needs an endpoint");
+                return push_errf(err, errlen, "option --api needs an endpoint");
             a.api = value;
         }
         else if (strcmp(name, "push") == 0) {
             if (!*value)
-                return s_fail(err, errlen, "option --push needs an endpoint");
+                return push_errf(err, errlen, "option --push needs an endpoint");
             a.push = value;
         }
         else if (strcmp(name, "timeout") == 0) {
@@ -140,57 +127,57 @@ int pushctl_args_parse(pushctl_args_t *out, int argc, char **argv,
         }
         else if (strcmp(name, "after") == 0) {
             if (s_parse_u64(value, &a.after) < 0)
-                return s_fail(err, errlen, "--after: '%s' is not a message id", value);
+                return push_errf(err, errlen, "--after: '%s' is not a message id", value);
             have_after = 1;
         }
         else if (strcmp(name, "limit") == 0) {
             if (s_parse_u64(value, &a.limit) < 0 || a.limit == 0)
-                return s_fail(err, errlen, "--limit: '%s' is not a positive number",
+                return push_errf(err, errlen, "--limit: '%s' is not a positive number",
                               value);
             have_limit = 1;
         }
         else if (strcmp(name, "secret-file") == 0) {
             if (!*value)
-                return s_fail(err, errlen, "option --secret-file needs a file name");
+                return push_errf(err, errlen, "option --secret-file needs a file name");
             a.secret_file = value;
         }
         else if (strcmp(name, "channel") == 0) {
             if (!push_token_pattern_valid(value, strlen(value)))
-                return s_fail(err, errlen, "--channel: '%s' is not a channel name or pattern "
+                return push_errf(err, errlen, "--channel: '%s' is not a channel name or pattern "
                               "(name, prefix*, or *)", value);
             if (a.nchannels == PUSHCTL_TOKEN_CHANNELS_MAX)
-                return s_fail(err, errlen, "at most %d --channel options",
+                return push_errf(err, errlen, "at most %d --channel options",
                               PUSHCTL_TOKEN_CHANNELS_MAX);
             a.channels[a.nchannels++] = value;
         }
         else if (strcmp(name, "rights") == 0) {
             if (!push_token_rights_valid(value))
-                return s_fail(err, errlen, "--rights: '%s' is not 1 to 3 distinct letters of "
+                return push_errf(err, errlen, "--rights: '%s' is not 1 to 3 distinct letters of "
                               "s (subscribe), p (publish), l (presence)", value);
             a.rights = value;
         }
         else if (strcmp(name, "sub") == 0) {
             if (!push_identity_valid(value, strlen(value)))
-                return s_fail(err, errlen, "--sub: the identity must be 1 to %d bytes of UTF-8 "
+                return push_errf(err, errlen, "--sub: the identity must be 1 to %d bytes of UTF-8 "
                               "text without control characters", PUSH_IDENTITY_MAX);
             a.sub = value;
         }
         else if (strcmp(name, "ttl") == 0) {
             uint64_t t;
             if (s_parse_u64(value, &t) < 0 || t == 0 || t > (uint64_t)PUSHCTL_TTL_MAX)
-                return s_fail(err, errlen, "--ttl: '%s' is not a number of seconds (1..%lld)",
+                return push_errf(err, errlen, "--ttl: '%s' is not a number of seconds (1..%lld)",
                               value, (long long)PUSHCTL_TTL_MAX);
             a.ttl = (int64_t)t;
             have_ttl = 1;
         }
         else if (strcmp(name, "server-key") == 0) {
             if (!*value)
-                return s_fail(err, errlen, "option --server-key needs a key or a key file");
+                return push_errf(err, errlen, "option --server-key needs a key or a key file");
             a.server_key = value;
         }
         else if (strcmp(name, "client-key") == 0) {
             if (!*value)
-                return s_fail(err, errlen, "option --client-key needs a key or a key file");
+                return push_errf(err, errlen, "option --client-key needs a key or a key file");
             a.client_key = value;
         }
         else if (strcmp(name, "force") == 0)
@@ -200,19 +187,19 @@ int pushctl_args_parse(pushctl_args_t *out, int argc, char **argv,
         else if (strcmp(name, "json") == 0)
             a.json = 1;
         else
-            return s_fail(err, errlen, "unknown option '%s'", arg);
+            return push_errf(err, errlen, "unknown option '%s'", arg);
     }
 
     if (timeout_s) {
         uint64_t t;
         if (s_parse_u64(timeout_s, &t) < 0 || t == 0 || t > PUSHCTL_TIMEOUT_MAX)
-            return s_fail(err, errlen,
+            return push_errf(err, errlen,
                           "%s: '%s' is not a number of milliseconds (1..%d)",
                           timeout_from, timeout_s, PUSHCTL_TIMEOUT_MAX);
         a.timeout_ms = (int)t;
     }
     if (npos == 0)
-        return s_fail(err, errlen, "no command given");
+        return push_errf(err, errlen, "no command given");
     const char *cmd = pos[0];
     int want;   /* positional arguments after the command */
     if (strcmp(cmd, "publish") == 0 || strcmp(cmd, "pub") == 0) {
@@ -255,15 +242,15 @@ int pushctl_args_parse(pushctl_args_t *out, int argc, char **argv,
         return 0;
     }
     else
-        return s_fail(err, errlen, "unknown command '%s'", cmd);
+        return push_errf(err, errlen, "unknown command '%s'", cmd);
 
     if (npos - 1 < want) {
         if (a.cmd == PUSHCTL_CMD_PUBLISH)
-            return s_fail(err, errlen, "publish needs <channel> and <data>");
-        return s_fail(err, errlen, "%s needs <channel>", cmd);
+            return push_errf(err, errlen, "publish needs <channel> and <data>");
+        return push_errf(err, errlen, "%s needs <channel>", cmd);
     }
     if (npos - 1 > want)
-        return s_fail(err, errlen, "unexpected argument '%s'", pos[want + 1]);
+        return push_errf(err, errlen, "unexpected argument '%s'", pos[want + 1]);
     if (want >= 1 && a.cmd == PUSHCTL_CMD_KEYGEN)
         a.keygen_base = pos[1];
     else if (want >= 1)
@@ -285,14 +272,14 @@ int pushctl_args_parse(pushctl_args_t *out, int argc, char **argv,
         || s_only_for(a.cmd, PUSHCTL_CMD_KEYGEN, a.force, "force", "keygen", err, errlen))
         return -1;
     if (a.keygen_base && !*a.keygen_base)
-        return s_fail(err, errlen, "keygen: empty base name for the key files");
+        return push_errf(err, errlen, "keygen: empty base name for the key files");
     if (a.cmd == PUSHCTL_CMD_TOKEN) {
         if (!a.secret_file)
-            return s_fail(err, errlen, "token needs --secret-file FILE");
+            return push_errf(err, errlen, "token needs --secret-file FILE");
         if (!a.nchannels)
-            return s_fail(err, errlen, "token needs at least one --channel NAME|PATTERN");
+            return push_errf(err, errlen, "token needs at least one --channel NAME|PATTERN");
         if (!a.rights)
-            return s_fail(err, errlen, "token needs --rights (letters of s, p, l)");
+            return push_errf(err, errlen, "token needs --rights (letters of s, p, l)");
     }
     *out = a;
     return 0;

@@ -115,6 +115,35 @@ static void *s_socket(pushclient_t *self, int type, const char *endpoint, int li
     return sock;
 }
 
+/* The checks zmq_connect() would make at once, without connecting: the
+ * sockets connect on first use, so that a client that only publishes
+ * fire-and-forget never opens (and drops, half-handshaken) a connection to
+ * the api endpoint, which a CURVE broker would log as a refused client.
+ * Anything these checks miss is reported by the first call that connects. */
+static int s_endpoint_valid(const char *endpoint)
+{
+    const char *sep = strstr(endpoint, "://");
+    if (!sep || sep == endpoint || !sep[3]) {
+        errno = EINVAL;
+        return -1;
+    }
+    size_t tlen = (size_t)(sep - endpoint);
+    const char *addr = sep + 3;
+    if (tlen == 3 && memcmp(endpoint, "tcp", 3) == 0) {
+        const char *colon = strrchr(addr, ':');
+        if (!colon || colon == addr || !colon[1]) {
+            errno = EINVAL;
+            return -1;
+        }
+        return 0;
+    }
+    if ((tlen == 6 && memcmp(endpoint, "inproc", 6) == 0)
+        || (tlen == 3 && memcmp(endpoint, "ipc", 3) == 0 && zmq_has("ipc")))
+        return 0;
+    errno = EPROTONOSUPPORT;
+    return -1;
+}
+
 static void s_close(void **sock_p)
 {
     if (*sock_p) {
@@ -277,7 +306,8 @@ pushclient_t *pushclient_new_curve(const char *api_endpoint, const char *push_en
         return NULL;
     }
     if (s_set_keys(self, server_key, secret_key) < 0
-        || !(self->ctx = zmq_ctx_new()) || s_req_reset(self) < 0 || s_push_reset(self) < 0) {
+        || s_endpoint_valid(self->api_endpoint) < 0 || s_endpoint_valid(self->push_endpoint) < 0
+        || !(self->ctx = zmq_ctx_new())) {
         int e = errno;
         pushclient_destroy(&self);
         errno = e;

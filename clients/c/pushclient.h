@@ -9,8 +9,8 @@
  * The wire protocol is proto/push_proto.h; this library only wraps it.
  *
  * General contract
- *   - Every pushclient_t owns its own ZeroMQ context and two sockets.  It is
- *     not thread-safe: use one pushclient_t per thread.
+ *   - Every pushclient_t owns its own ZeroMQ context and up to two sockets.
+ *     It is not thread-safe: use one pushclient_t per thread.
  *   - No call blocks for longer than the timeout (pushclient_set_timeout,
  *     default PUSHCLIENT_DEFAULT_TIMEOUT ms), except pushclient_destroy(),
  *     which may wait up to PUSHCLIENT_PUSH_LINGER ms to flush fire-and-forget
@@ -72,11 +72,15 @@ typedef struct {
 } pushclient_msg_t;
 
 /* Create a client.  api_endpoint / push_endpoint: ZeroMQ endpoints, or NULL
- * for PUSH_DEFAULT_API_ENDPOINT / PUSH_DEFAULT_PUSH_ENDPOINT.  Connecting is
- * asynchronous, so a broker that is down is not an error here (requests then
- * time out).  Returns NULL, with errno set, when the context or a socket
- * cannot be created or an endpoint is malformed (errno EINVAL,
- * EPROTONOSUPPORT, ...), or when out of memory. */
+ * for PUSH_DEFAULT_API_ENDPOINT / PUSH_DEFAULT_PUSH_ENDPOINT.  Nothing is
+ * connected here: each socket connects on its first use (so a client that
+ * only publishes fire-and-forget never opens a connection to the api
+ * endpoint), and a broker that is down is not an error (requests then time
+ * out).  Returns NULL, with errno set, when the context cannot be created,
+ * an endpoint is malformed (errno EINVAL: no "transport://address", or a
+ * tcp:// address without a port) or of a transport other than tcp, ipc and
+ * inproc (EPROTONOSUPPORT), or when out of memory.  Whatever zmq_connect()
+ * refuses beyond these checks fails the first call (PUSHCLIENT_EFAIL). */
 pushclient_t *pushclient_new(const char *api_endpoint, const char *push_endpoint);
 
 /* The same, for a broker with curve_secret_key_file (CURVE: ZeroMQ's

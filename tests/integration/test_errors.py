@@ -433,10 +433,12 @@ def test_waiting_long_poll_when_broker_dies(down_stack, channel):
     c = SSEClient(s.port, f"/sub/{channel}?last_id=1", accept=None, timeout=60)
     try:
         time.sleep(0.5)
+        offset = s.apache.log_offset()
         s.broker.stop()
         wait_unavailable(s)
         s.broker.start()
         relink_round_trip(s)
+        s.apache.wait_ready(since=offset)   # every child relinked, not just one
         body = c.read_body(timeout=60)      # PushLongPollTimeout 30 bounds it anyway
         assert c.http.status in (200, 503), body
     finally:

@@ -101,12 +101,40 @@ static void test_new_curve_checks_keys(void **state)
     pushclient_destroy(&c);
 }
 
+/* Endpoints are checked without connecting (the sockets connect on first use). */
+static void test_new_checks_endpoints(void **state)
+{
+    (void)state;
+    const struct { const char *ep; int err; } bad[] = {
+        { "", EINVAL }, { "nonsense", EINVAL }, { "tcp://", EINVAL },
+        { "tcp://127.0.0.1", EINVAL }, { "tcp://127.0.0.1:", EINVAL }, { "tcp://:1", EINVAL },
+        { "://x", EINVAL }, { "udp://127.0.0.1:1", EPROTONOSUPPORT },
+        { "foo://x", EPROTONOSUPPORT },
+    };
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+        errno = 0;
+        assert_null(pushclient_new(bad[i].ep, NULL));
+        assert_int_equal(errno, bad[i].err);
+        errno = 0;
+        assert_null(pushclient_new(NULL, bad[i].ep));
+        assert_int_equal(errno, bad[i].err);
+    }
+    const char *good[] = { "tcp://127.0.0.1:1", "tcp://[::1]:7701", "tcp://localhost:*",
+                           "ipc:///tmp/x.sock", "inproc://x" };
+    for (size_t i = 0; i < sizeof good / sizeof good[0]; i++) {
+        pushclient_t *c = pushclient_new(good[i], good[i]);
+        assert_non_null(c);
+        pushclient_destroy(&c);
+    }
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_keygen),
         cmocka_unit_test(test_key_options),
         cmocka_unit_test(test_new_curve_checks_keys),
+        cmocka_unit_test(test_new_checks_endpoints),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

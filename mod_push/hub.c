@@ -5,6 +5,7 @@
 #include "hub.h"
 #include "sse_format.h"
 #include "poll_format.h"
+#include "push_proto.h"
 
 #include <stdio.h>
 #include <stdlib.h>
@@ -32,17 +33,6 @@ struct push_hub {
 };
 
 /* ---- messages ---------------------------------------------------------- */
-
-static char *s_dup(const char *s, size_t len)
-{
-    char *d = malloc(len + 1);
-    if (d) {
-        if (len)
-            memcpy(d, s, len);
-        d[len] = '\0';
-    }
-    return d;
-}
 
 /* m->json is {"id":..,...}: the WebSocket message object splices the type
  * and the channel in front, once per message rather than per subscriber. */
@@ -72,9 +62,9 @@ push_msg *push_msg_new(const char *channel, size_t channel_len, uint64_t id,
     m->id = id;
     m->time_us = time_us;
     m->data_len = data_len;
-    m->channel = s_dup(channel, channel_len);
-    m->event = event_len ? s_dup(event, event_len) : NULL;
-    m->data = s_dup(data, data_len);
+    m->channel = push_memdup_str(channel, channel_len);
+    m->event = event_len ? push_memdup_str(event, event_len) : NULL;
+    m->data = push_memdup_str(data, data_len);
     if (m->channel && m->data && (m->event || !event_len)) {
         m->sse = push_sse_encode(id, m->event, m->data, data_len, &m->sse_len);
         m->json = push_json_msg_encode(id, m->event, m->data, data_len, time_us, &m->json_len);

@@ -264,16 +264,6 @@ static void s_queue(ws_state *ws, ws_cmd *cmd)
     ws->ncmds++;
 }
 
-static char *s_dup(const char *s, size_t len)
-{
-    char *d = malloc(len + 1);
-    if (d) {
-        memcpy(d, s, len);
-        d[len] = '\0';
-    }
-    return d;
-}
-
 /* Where PushTokenRequire is on: may this connection do right on channel?
  * The token is the command's "token" member when it has one (root may be
  * NULL), else the handshake's.  Returns 1, or 0 after logging why and, in
@@ -347,7 +337,7 @@ static int s_queue_publish(push_hold *h, const char *channel, const char *data, 
         return PUSH_WS_CLOSE_INTERNAL;
     cmd->op = CMD_PUBLISH;
     cmd->channel = strdup(channel);
-    cmd->data = s_dup(data, len);
+    cmd->data = push_memdup_str(data, len);
     cmd->len = len;
     cmd->event = event ? strdup(event) : NULL;
     cmd->ref = ref ? strdup(ref) : NULL;

@@ -223,16 +223,6 @@ static int s_fail(const char **code, const char **msg, const char *c, const char
     return -1;
 }
 
-static char *s_dup(const char *s, size_t len)
-{
-    char *d = malloc(len + 1);
-    if (d) {
-        memcpy(d, s, len);
-        d[len] = '\0';
-    }
-    return d;
-}
-
 static int s_decode(const cJSON *root, int need_channel, push_publish_req *r,
                     const char **code, const char **msg)
 {
@@ -257,11 +247,11 @@ static int s_decode(const cJSON *root, int need_channel, push_publish_req *r,
             return s_fail(code, msg, PUSH_ERR_BAD_REQUEST, "\"event\" must be a short token");
     }
     r->data_len = strlen(data->valuestring);
-    r->data = s_dup(data->valuestring, r->data_len);
+    r->data = push_memdup_str(data->valuestring, r->data_len);
     if (need_channel && ch)
-        r->channel = s_dup(ch->valuestring, strlen(ch->valuestring));
+        r->channel = push_memdup_str(ch->valuestring, strlen(ch->valuestring));
     if (cJSON_IsString(ev) && ev->valuestring[0])
-        r->event = s_dup(ev->valuestring, strlen(ev->valuestring));
+        r->event = push_memdup_str(ev->valuestring, strlen(ev->valuestring));
     if (!r->data || (need_channel && !r->channel)
         || (cJSON_IsString(ev) && ev->valuestring[0] && !r->event))
         return s_fail(code, msg, PUSH_ERR_BAD_REQUEST, "out of memory");
@@ -334,4 +324,15 @@ int push_errf(char *err, size_t errlen, const char *fmt, ...)
         va_end(ap);
     }
     return -1;
+}
+
+char *push_memdup_str(const void *s, size_t len)
+{
+    char *d = malloc(len + 1);
+    if (d) {
+        if (len)
+            memcpy(d, s, len);
+        d[len] = '\0';
+    }
+    return d;
 }

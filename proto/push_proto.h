@@ -176,4 +176,9 @@ void push_publish_req_free(push_publish_req *req);
 int push_errf(char *err, size_t errlen, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));
 
+/* A malloc'd, NUL-terminated copy of len bytes at s (which may hold NUL
+ * bytes, unlike strndup's input; s may be NULL when len is 0), or NULL when
+ * out of memory.  The caller frees it. */
+char *push_memdup_str(const void *s, size_t len);
+
 #endif

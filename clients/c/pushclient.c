@@ -33,17 +33,6 @@ struct _pushclient_t {
 
 /* ---- small helpers ----------------------------------------------------- */
 
-static char *s_strndup(const char *s, size_t len)
-{
-    char *d = malloc(len + 1);
-    if (d) {
-        if (len)
-            memcpy(d, s, len);
-        d[len] = '\0';
-    }
-    return d;
-}
-
 static int64_t s_now_ms(void)
 {
     struct timespec ts;
@@ -495,8 +484,8 @@ static int s_history_page(pushclient_t *self, const char *channel,
             return s_bad_reply(self, &reply, "HISTORY");
         }
         prev = m->id;
-        m->event = s_strndup(reply.frame[base + 1].data, reply.frame[base + 1].size);
-        m->data = s_strndup(reply.frame[base + 2].data, reply.frame[base + 2].size);
+        m->event = push_memdup_str(reply.frame[base + 1].data, reply.frame[base + 1].size);
+        m->data = push_memdup_str(reply.frame[base + 2].data, reply.frame[base + 2].size);
         m->data_len = reply.frame[base + 2].size;
         if (!m->event || !m->data) {
             pushclient_msgs_free(&msgs, count);
@@ -563,8 +552,8 @@ static int s_collect(const pushclient_msg_t *m, void *arg)
     }
     pushclient_msg_t *d = &c->msgs[c->count];
     *d = *m;
-    d->event = s_strndup(m->event, strlen(m->event));
-    d->data = s_strndup(m->data, m->data_len);
+    d->event = push_memdup_str(m->event, strlen(m->event));
+    d->data = push_memdup_str(m->data, m->data_len);
     if (!d->event || !d->data) {
         free(d->event);
         free(d->data);
@@ -618,7 +607,7 @@ static int s_json_request(pushclient_t *self, const push_frame *f, int n, const 
     if (!doc)
         return s_bad_reply(self, &reply, what);
     cJSON_Delete(doc);
-    char *json = s_strndup(reply.frame[1].data, reply.frame[1].size);
+    char *json = push_memdup_str(reply.frame[1].data, reply.frame[1].size);
     push_frames_close(&reply);
     if (!json)
         return s_error(self, PUSHCLIENT_EFAIL, PUSHCLIENT_ERR_SYSTEM, "out of memory");

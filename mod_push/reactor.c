@@ -36,7 +36,6 @@ APLOG_USE_MODULE(push);
 /* While a socket still takes data, a queue may hold this many times
  * PushMaxQueue more: a burst the reactor is still writing out. */
 #define QUEUE_SLACK      3
-#define CHUNK_LINE_MAX   10     /* "ffffffff\r\n": reserved before a chunk's data */
 
 enum { HOLD_NEW, HOLD_PARKED, HOLD_BUSY, HOLD_FINISHING, HOLD_LINGER, HOLD_DESTROYING };
 
@@ -109,95 +108,21 @@ static apr_status_t s_kick(push_hold *h)
     return f->frec->filter_func.out_func(f, NULL);
 }
 
-/* ---- lean holds: the reactor's own output buffer -------------------------------- */
+/* ---- lean holds: the reactor's own output buffer (outbuf.h) ----------------------- */
 
-static int s_reserve(push_outbuf *o, size_t more)
-{
-    if (o->len + more <= o->cap)
-        return 0;
-    size_t cap = o->cap ? o->cap : 512;
-    while (cap < o->len + more)
-        cap *= 2;
-    char *b = realloc(o->buf, cap);
-    if (!b)
-        return -1;
-    o->buf = b;
-    o->cap = cap;
-    return 0;
-}
-
-/* Append data; in a chunked response the first write after a flush opens
- * a chunk, whose size line is written when it is closed. */
-static int s_raw_append(push_hold *h, const char *data, size_t len)
-{
-    push_outbuf *o = &h->out_raw;
-    if (s_reserve(o, len + CHUNK_LINE_MAX) < 0)
-        return -1;
-    if (h->chunked && !o->in_chunk) {
-        o->chunk_at = o->len;
-        o->len += CHUNK_LINE_MAX;
-        o->in_chunk = 1;
-    }
-    memcpy(o->buf + o->len, data, len);
-    o->len += len;
-    return 0;
-}
-
-/* Close the open chunk: its size line goes right before its data (the
- * unused part of the reservation is squeezed out), "\r\n" after it. */
-static int s_raw_close_chunk(push_hold *h)
-{
-    push_outbuf *o = &h->out_raw;
-    if (!o->in_chunk)
-        return 0;
-    o->in_chunk = 0;
-    size_t data_len = o->len - o->chunk_at - CHUNK_LINE_MAX;
-    char line[CHUNK_LINE_MAX + 1];
-    size_t n = (size_t)snprintf(line, sizeof line, "%zx\r\n", data_len);
-    size_t gap = CHUNK_LINE_MAX - n;
-    memcpy(o->buf + o->chunk_at + gap, line, n);
-    if (o->chunk_at == o->off)
-        o->off += gap;            /* nothing unsent before it: skip the gap */
-    else {
-        memmove(o->buf + o->chunk_at, o->buf + o->chunk_at + gap, n + data_len);
-        o->len -= gap;
-    }
-    return s_reserve(o, 2) < 0 ? -1 : (memcpy(o->buf + o->len, "\r\n", 2), o->len += 2, 0);
-}
-
-/* Send what the buffer holds, without blocking.  0: all sent or the socket
- * is full (s_pending tells), -1: the connection failed. */
 static int s_raw_send(push_hold *h)
 {
-    push_outbuf *o = &h->out_raw;
-    size_t end = o->in_chunk ? o->chunk_at : o->len;   /* never an unfinished chunk */
-    while (o->off < end) {
-        ssize_t n = send(h->fd, o->buf + o->off, end - o->off, MSG_DONTWAIT | MSG_NOSIGNAL);
-        if (n < 0 && errno == EINTR)
-            continue;
-        if (n < 0)
-            return errno == EAGAIN || errno == EWOULDBLOCK ? 0 : -1;
-        o->off += (size_t)n;
-        __atomic_add_fetch(&h->rx->bytes_sent, (uint64_t)n, __ATOMIC_RELAXED);
-    }
-    if (!o->in_chunk) {
-        /* An idle connection keeps no buffer: that is what detaching is for. */
-        free(o->buf);
-        memset(o, 0, sizeof *o);
-    }
-    return 0;
-}
-
-static void s_raw_free(push_outbuf *o)
-{
-    free(o->buf);
-    memset(o, 0, sizeof *o);
+    uint64_t sent = 0;
+    int rc = push_outbuf_send(&h->out_raw, h->fd, &sent);
+    if (sent)
+        __atomic_add_fetch(&h->rx->bytes_sent, sent, __ATOMIC_RELAXED);
+    return rc;
 }
 
 /* Unsent bytes, wherever they wait. */
 static int s_pending(push_hold *h)
 {
-    return h->lean ? h->out_raw.off < h->out_raw.len : h->c->data_in_output_filters;
+    return h->lean ? push_outbuf_pending(&h->out_raw) : h->c->data_in_output_filters;
 }
 
 /* Push out what is pending without blocking. */
@@ -212,7 +137,7 @@ static apr_status_t s_send_pending(push_hold *h)
 void push_hold_write(push_hold *h, const char *data, size_t len)
 {
     if (h->lean) {
-        if (s_raw_append(h, data, len) < 0)
+        if (push_outbuf_append(&h->out_raw, h->chunked, data, len) < 0)
             h->aborted = 1;
         return;
     }
@@ -223,7 +148,7 @@ void push_hold_write(push_hold *h, const char *data, size_t len)
 int push_hold_flush(push_hold *h)
 {
     if (h->lean) {
-        if (h->aborted || s_raw_close_chunk(h) < 0 || s_raw_send(h) < 0) {
+        if (h->aborted || push_outbuf_close_chunk(&h->out_raw) < 0 || s_raw_send(h) < 0) {
             h->aborted = 1;
             return -1;
         }
@@ -289,7 +214,7 @@ static void s_free(push_hold *h)
         h->tp->cleanup(h);
     if (h->lean && h->fd >= 0)
         close(h->fd);
-    s_raw_free(&h->out_raw);
+    push_outbuf_free(&h->out_raw);
     free(h->own_channel);
     free((char *)h->client.identity);
     free(h);

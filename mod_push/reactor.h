@@ -31,6 +31,7 @@
 
 #include "hub.h"
 #include "mod_push.h"
+#include "outbuf.h"
 
 #include "apr_buckets.h"
 #include "util_filter.h"
@@ -64,14 +65,6 @@ typedef struct push_transport {
     void (*cleanup)(push_hold *h);
 } push_transport;
 
-/* Bytes a lean hold could not send yet (reactor or borrowed worker). */
-typedef struct push_outbuf {
-    char   *buf;
-    size_t  off, len, cap;
-    size_t  chunk_at;      /* where the open chunk's size line is reserved */
-    int     in_chunk;
-} push_outbuf;
-
 struct push_hold {
     push_client           client;     /* the hub's side; first member */
     request_rec          *r;          /* NULL once detached (lean) */
@@ -97,7 +90,7 @@ struct push_hold {
     /* lean (detached) holds */
     int                   lean;
     int                   chunked;    /* the response is chunked: frame every flush */
-    push_outbuf           out_raw;
+    push_outbuf           out_raw;    /* what it could not send yet (outbuf.h) */
     apr_time_t            close_by;   /* give up flushing the last words */
     char                 *own_channel; /* channel copied out of r->pool */
     char                  client_ip[48];

@@ -35,6 +35,10 @@ What the harness offers (usable from any test file of this directory):
                                         parses events by the WHATWG rules
     HTTPResponseParser, SSEParser       the sans-I/O parsers SSEClient uses (the
                                         scale test drives them from asyncio)
+    SocketCloser                        mixin: close() and `with` for a client
+                                        holding .sock (SSEClient, RawWS)
+    ScaleSubscriber                     base of the asyncio subscribers of the
+                                        scale tests (see fan_out())
 
   Fixtures
     broker          session: a broker (no Apache)
@@ -45,27 +49,36 @@ What the harness offers (usable from any test file of this directory):
                     broker_args=()) -> started Stack, stopped at session end
                     (or call stack.stop() yourself)
     channel         function: a fresh channel name, unique in the session
+    many_fds        function: RLIMIT_NOFILE raised for the module's N_SUBSCRIBERS
+    stack_fixture(name, doc=None, **kw)
+                    makes a module-scoped Stack fixture for a test file
 
   Helpers
     free_port(), unique_channel(prefix), zmq_request(endpoint, frames),
-    wait_until(predicate, timeout, what)
+    wait_until(predicate, timeout, what), connection_owner(apache, sock),
+    silent_sse(port, path),
+    pid_holding_socket(pids, inodes), fan_out(...) and
+    assert_no_thread_per_connection(...) (the scale tests)
 
 On a failing test the tails of the error.log of every running Apache and of
 every running broker's log are attached to the report.  Processes are
 stopped by their own PIDs only.
 """
+import asyncio
 import atexit
 import http.client
 import itertools
 import json
 import os
 import re
+import resource
 import shlex
 import signal
 import socket
 import subprocess
 import threading
 import time
+import types
 import uuid
 from pathlib import Path
 
@@ -607,7 +620,25 @@ class SSEParser:
 # SSE client over a raw socket
 # ---------------------------------------------------------------------------
 
-class SSEClient:
+class SocketCloser:
+    """Mixin of the raw-socket clients (SSEClient here, RawWS of
+    test_websocket_util.py): close() closes self.sock (an OSError while
+    closing is ignored), and a with block closes it when it ends."""
+
+    def close(self):
+        try:
+            self.sock.close()
+        except OSError:
+            pass
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+
+class SSEClient(SocketCloser):
     """GET <path> with Accept: text/event-stream on a raw socket.
 
     The constructor connects and sends the request; read_head() waits for the
@@ -746,17 +777,16 @@ class SSEClient:
             return True
         pytest.fail(f"unexpected event {ev!r}")
 
-    def close(self):
-        try:
-            self.sock.close()
-        except OSError:
-            pass
 
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        self.close()
+def silent_sse(port, path, rcvbuf=2048):
+    """An SSE client that never reads a byte, with a tiny receive buffer:
+    the connected socket, its GET sent (a slow consumer of the tests)."""
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, rcvbuf)
+    sock.connect((HOST, port))
+    sock.sendall(f"GET {path} HTTP/1.1\r\nHost: {HOST}:{port}\r\n"
+                 f"Accept: text/event-stream\r\n\r\n".encode())
+    return sock
 
 
 # ---------------------------------------------------------------------------
@@ -1156,6 +1186,19 @@ def channel():
     return unique_channel()
 
 
+def stack_fixture(name, doc=None, **kw):
+    """A module-scoped fixture, for a test file to assign to a name of its
+    own (`ps = stack_fixture("presence", extra_conf=CONF)`): a Stack made by
+    stack_factory(name, **kw) (extra_conf, max_workers, broker_args), stopped
+    after the module's last test.  doc becomes the fixture's docstring."""
+    def fixture(stack_factory):
+        s = stack_factory(name, **kw)
+        yield s
+        s.stop()
+    fixture.__doc__ = doc
+    return pytest.fixture(scope="module")(fixture)
+
+
 # ---------------------------------------------------------------------------
 # never leave a broker or an Apache behind
 # ---------------------------------------------------------------------------
@@ -1200,6 +1243,137 @@ def pytest_runtest_makereport(item, call):
                     rep.sections.append((title, text))
             except Exception as e:  # noqa: BLE001
                 rep.sections.append(("log dump failed", repr(e)))
+
+
+# ---------------------------------------------------------------------------
+# thousands of subscribers from asyncio (test_scale.py, test_websocket_scale.py)
+# ---------------------------------------------------------------------------
+
+THREADS_PER_CHILD = 25                                  # conf/httpd.conf
+SCALE_SOURCES = [f"127.0.0.{i}" for i in range(2, 6)]  # spread over 4 source addresses
+
+
+@pytest.fixture
+def many_fds(request):
+    """RLIMIT_NOFILE raised to 8192 (or the hard limit) for one test and
+    restored after it; fails the test when that leaves fewer than the test
+    module's N_SUBSCRIBERS + 200 descriptors."""
+    n = request.module.N_SUBSCRIBERS
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    want = 8192 if hard == resource.RLIM_INFINITY else min(8192, hard)
+    if soft < want:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (want, hard))
+    if resource.getrlimit(resource.RLIMIT_NOFILE)[0] < n + 200:
+        pytest.fail(f"RLIMIT_NOFILE too small for {n} connections")
+    yield
+    resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
+
+
+class ScaleSubscriber:
+    """One subscriber of a scale test, driven by asyncio.
+
+    run(connect_sem) connects from one of SCALE_SOURCES (by idx) and, while
+    it holds connect_sem, sends the subclass's request (handshake(reader))
+    and reads until is_ready(); then sets .ready, reads until has_received()
+    and sets .got.  An exception is kept in .error (both events are set
+    then) for the test to report.  A subclass defines handshake(reader),
+    read(reader) (one read, parsed into its own state), is_ready() and
+    has_received()."""
+
+    def __init__(self, idx, port, channel):
+        self.idx, self.port, self.channel = idx, port, channel
+        self.ready = asyncio.Event()
+        self.got = asyncio.Event()
+        self.error = None
+        self.writer = None
+
+    async def run(self, connect_sem):
+        try:
+            async with connect_sem:
+                reader, self.writer = await asyncio.open_connection(
+                    HOST, self.port, local_addr=(SCALE_SOURCES[self.idx % len(SCALE_SOURCES)], 0))
+                await self.handshake(reader)
+                while not self.is_ready():
+                    await self.read(reader)
+            self.ready.set()
+            while not self.has_received():
+                await self.read(reader)
+            self.got.set()
+        except Exception as e:  # noqa: BLE001 - reported by the test
+            self.error = e
+            self.ready.set()
+            self.got.set()
+
+    def close(self):
+        if self.writer:
+            self.writer.close()
+
+
+async def wait_all(events, timeout, what):
+    """Until every asyncio.Event of events is set; fails the test after
+    timeout seconds, saying how many of them were set."""
+    try:
+        await asyncio.wait_for(asyncio.gather(*(e.wait() for e in events)), timeout)
+    except asyncio.TimeoutError:
+        n = sum(1 for e in events if e.is_set())
+        pytest.fail(f"only {n} of {len(events)} {what} within {timeout}s")
+
+
+def assert_none_failed(subs, what):
+    """No ScaleSubscriber of subs has an error (the first 5 are shown)."""
+    failed = [(x.idx, repr(x.error)) for x in subs if x.error]
+    assert not failed, f"{len(failed)} {what} failed: {failed[:5]}"
+
+
+def fan_out(stack, make_sub, n, channel, data, event, ready_timeout, ready_what,
+            got_timeout, check_ready):
+    """The scenario of the scale tests, in a fresh asyncio loop: make_sub(i)
+    for i in range(n) makes the ScaleSubscribers, which connect (200 set up
+    at once) and must all be ready within ready_timeout seconds without an
+    error; check_ready(subs) then checks them.  While they are all held,
+    Apache's children and their threads are counted; then data (event) is
+    published to channel over HTTP, and every subscriber must receive it
+    within got_timeout seconds, again without an error.  At the end every
+    subscriber is closed and its task reaped.  Returns a SimpleNamespace:
+    subs, children, threads, ack (the publish answer)."""
+    r = types.SimpleNamespace()
+
+    async def main():
+        r.subs = [make_sub(i) for i in range(n)]
+        sem = asyncio.Semaphore(200)          # connections being set up at once
+        tasks = [asyncio.ensure_future(sub.run(sem)) for sub in r.subs]
+        try:
+            await wait_all([x.ready for x in r.subs], ready_timeout, ready_what)
+            assert_none_failed(r.subs, "subscriptions")
+            check_ready(r.subs)
+
+            # all are held now: count Apache's processes and threads
+            r.children = stack.apache.child_pids()
+            r.threads = sum(stack.apache.thread_count(p) for p in r.children)
+
+            loop = asyncio.get_running_loop()
+            r.ack = await loop.run_in_executor(
+                None, lambda: stack.publish_ok(channel, data, event))
+            await wait_all([x.got for x in r.subs], got_timeout, "subscribers got the message")
+            assert_none_failed(r.subs, "subscribers")
+        finally:
+            for x in r.subs:
+                x.close()
+            for t in tasks:
+                t.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+
+    asyncio.run(main())
+    print(f"publish ack {r.ack}; Apache children {r.children}, {r.threads} threads in all")
+    return r
+
+
+def assert_no_thread_per_connection(children, threads, max_workers):
+    """No thread per connection: at most max_workers / THREADS_PER_CHILD
+    children, each with its fixed thread pool (fewer than 40 threads)."""
+    max_children = max_workers // THREADS_PER_CHILD
+    assert 1 <= len(children) <= max_children, children
+    assert threads < 40 * max_children, threads
 
 
 # ---------------------------------------------------------------------------
@@ -1249,18 +1423,25 @@ def connection_owner(apache, sock):
     inode = server_socket_inode(apache.port, client_port)
     if inode is None:
         return None
-    target = f"socket:[{inode}]"
-    for pid in apache.child_pids():
+    return pid_holding_socket(apache.child_pids(), {inode})
+
+
+def pid_holding_socket(pids, inodes):
+    """The first of pids that has a socket with one of the inodes (strings,
+    as /proc/net/* write them) among its open files (/proc/<pid>/fd), or
+    None.  Processes and descriptors that vanish meanwhile are skipped."""
+    for pid in pids:
         try:
             fds = os.listdir(f"/proc/{pid}/fd")
         except OSError:
             continue
         for fd in fds:
             try:
-                if os.readlink(f"/proc/{pid}/fd/{fd}") == target:
-                    return pid
+                link = os.readlink(f"/proc/{pid}/fd/{fd}")
             except OSError:
                 continue
+            if link.startswith("socket:[") and link[8:-1] in inodes:
+                return pid
     return None
 
 

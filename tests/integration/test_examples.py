@@ -21,8 +21,8 @@ from pathlib import Path
 
 import pytest
 
-from conftest import (HOST, PUSHCTL, ROOT, Apache, Broker, Stack, pid_alive, unique_channel,
-                      zmq_request)
+from conftest import (HOST, PUSHCTL, ROOT, Apache, Broker, Stack, pid_alive, pid_holding_socket,
+                      unique_channel, zmq_request)
 
 EXAMPLES_CONF = ROOT / "examples" / "apache-examples.conf"
 PHP_URL = "/examples/php/"
@@ -62,19 +62,7 @@ class ExamplesApache(Apache):
             return None
         if not inodes:
             return None
-        for pid in super().child_pids():
-            try:
-                fds = os.listdir(f"/proc/{pid}/fd")
-            except OSError:
-                continue
-            for fd in fds:
-                try:
-                    link = os.readlink(f"/proc/{pid}/fd/{fd}")
-                except OSError:
-                    continue
-                if link.startswith("socket:[") and link[8:-1] in inodes:
-                    return pid
-        return None
+        return pid_holding_socket(super().child_pids(), inodes)
 
     def child_pids(self):
         pids = super().child_pids()

@@ -22,8 +22,8 @@ import pytest
 import zmq
 
 from conftest import (EVENT_TIMEOUT, HOST, PUSHCTL, SSEClient, apachectl, child_crashes,
-                      connection_owner, kill_child, pid_alive, unique_channel,
-                      wait_until, zmq_request)
+                      connection_owner, kill_child, pid_alive, silent_sse, stack_fixture,
+                      unique_channel, wait_until, zmq_request)
 from test_websocket_util import OP_CLOSE, RawWS, close_payload, handshake_request
 
 LEASE_BOUND = 30.0        # "within the lease time" (10 s), generously bounded
@@ -52,11 +52,7 @@ PRESENCE_CONF = """\
 """
 
 
-@pytest.fixture(scope="module")
-def ps(stack_factory):
-    s = stack_factory("presence", extra_conf=PRESENCE_CONF)
-    yield s
-    s.stop()
+ps = stack_fixture("presence", extra_conf=PRESENCE_CONF)
 
 
 @pytest.fixture
@@ -641,15 +637,6 @@ def silent_websocket(port, path, rcvbuf=2048):
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, rcvbuf)
     sock.connect((HOST, port))
     sock.sendall(handshake_request(port, path))
-    return sock
-
-
-def silent_sse(port, path, rcvbuf=2048):
-    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, rcvbuf)
-    sock.connect((HOST, port))
-    sock.sendall(f"GET {path} HTTP/1.1\r\nHost: {HOST}:{port}\r\n"
-                 f"Accept: text/event-stream\r\n\r\n".encode())
     return sock
 
 

@@ -27,7 +27,6 @@ import json
 import os
 import re
 import socket
-import struct
 import subprocess
 import threading
 import time
@@ -37,6 +36,7 @@ import zmq
 
 from conftest import (EVENT_TIMEOUT, HOST, PUSHCTL, Apache, HTTPResponseParser, SSEParser,
                       unique_channel, wait_until, zmq_request)
+from test_websocket_util import OP_CLOSE, OP_TEXT, RawWS, ServerClosed, accept_for, frame
 
 SECRET = b"5c3f0e1d2b4a69788796a5b4c3d2e1f00f1e2d3c4b5a69788796a5b4c3d2e1f0"
 OTHER_SECRET = b"00000000000000000000000000000000000000000000000000000000000000ff"
@@ -231,159 +231,33 @@ def with_query(path, *parts):
 # a small blocking WebSocket client (no extensions)
 # ---------------------------------------------------------------------------
 
-class ServerClosed(Exception):
-    def __init__(self, code, reason):
-        super().__init__(f"server closed the WebSocket: {code} {reason!r}")
-        self.code, self.reason = code, reason
+class WS(RawWS):
+    """RawWS (test_websocket_util.py) as these tests use it: any answer to
+    the handshake is taken (a refusal's body is read, then the socket is
+    closed), a 101 must carry the right Sec-WebSocket-Accept; recv() gives
+    a text message as str and a binary one as bytes."""
 
-
-class WS:
     def __init__(self, port, path, headers=None, rcvbuf=None, timeout=EVENT_TIMEOUT):
-        self.path = path
-        self.sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-        if rcvbuf:
-            self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, rcvbuf)
-        self.sock.settimeout(timeout)
-        self.sock.connect((HOST, port))
-        self.timeout = timeout
-        key = base64.b64encode(os.urandom(16)).decode()
-        hdrs = {"Host": f"{HOST}:{port}", "Upgrade": "websocket", "Connection": "Upgrade",
-                "Sec-WebSocket-Key": key, "Sec-WebSocket-Version": "13"}
-        hdrs.update(headers or {})
-        req = f"GET {path} HTTP/1.1\r\n" + "".join(f"{k}: {v}\r\n" for k, v in hdrs.items())
-        self.sock.sendall((req + "\r\n").encode())
-        self.buf = bytearray()
-        raw = bytearray()
-        deadline = time.monotonic() + timeout
-        while b"\r\n\r\n" not in raw:
-            raw += self._recv(deadline)
-        end = raw.index(b"\r\n\r\n") + 4
-        head = bytes(raw[:end]).decode("iso-8859-1")
-        self.status = int(head.split(" ", 2)[1])
-        self.body = b""
+        super().__init__(port, path, headers, timeout=timeout, rcvbuf=rcvbuf, expect_101=False)
         if self.status == 101:
-            accept = base64.b64encode(hashlib.sha1(
-                key.encode() + b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11").digest()).decode()
-            assert f"Sec-WebSocket-Accept: {accept}" in head, head
-            self.buf += raw[end:]
+            assert self.header("Sec-WebSocket-Accept") == accept_for(self.key), self.head
         else:
-            p = HTTPResponseParser()
-            body = bytearray(p.feed(bytes(raw)))
-            while not p.complete:
-                try:
-                    body += p.feed(self._recv(deadline))
-                except EOFError:
-                    p.feed_eof()
-                    break
-            self.head = p
-            self.body = bytes(body)
-            self.sock.close()
-
-    def _recv(self, deadline):
-        left = deadline - time.monotonic()
-        if left <= 0:
-            raise TimeoutError(f"nothing more on WebSocket {self.path}")
-        self.sock.settimeout(left)
-        try:
-            data = self.sock.recv(65536)
-        except socket.timeout:
-            raise TimeoutError(f"nothing more on WebSocket {self.path}") from None
-        except ConnectionResetError:
-            data = b""
-        if not data:
-            raise EOFError("connection closed")
-        return data
-
-    def json_body(self):
-        return json.loads(self.body)
-
-    def send_frame(self, opcode, payload):
-        if isinstance(payload, str):
-            payload = payload.encode()
-        n = len(payload)
-        head = bytes([0x80 | opcode])
-        if n < 126:
-            head += bytes([0x80 | n])
-        elif n < 65536:
-            head += bytes([0x80 | 126]) + struct.pack("!H", n)
-        else:
-            head += bytes([0x80 | 127]) + struct.pack("!Q", n)
-        key = os.urandom(4)
-        masked = bytes(b ^ key[i % 4] for i, b in enumerate(payload))
-        self.sock.sendall(head + key + masked)
-
-    def send_json(self, obj):
-        self.send_frame(0x1, json.dumps(obj))
+            self.close()
 
     def frames_bytes(self, objs):
         """Several JSON commands as one write (one TCP segment)."""
-        out = b""
-        for obj in objs:
-            payload = json.dumps(obj).encode()
-            key = os.urandom(4)
-            assert len(payload) < 126
-            out += bytes([0x81, 0x80 | len(payload)]) + key \
-                + bytes(b ^ key[i % 4] for i, b in enumerate(payload))
-        return out
-
-    def _frame(self):
-        b = self.buf
-        if len(b) < 2:
-            return None
-        n, pos = b[1] & 0x7F, 2
-        if n == 126:
-            if len(b) < 4:
-                return None
-            n, pos = struct.unpack("!H", b[2:4])[0], 4
-        elif n == 127:
-            if len(b) < 10:
-                return None
-            n, pos = struct.unpack("!Q", b[2:10])[0], 10
-        assert not b[1] & 0x80, "a server frame is masked"
-        if len(b) < pos + n:
-            return None
-        op, payload = b[0] & 0x0F, bytes(b[pos:pos + n])
-        assert b[0] & 0x80, "unexpected fragmented frame"
-        del b[:pos + n]
-        return op, payload
-
-    def recv_frame(self, timeout=None):
-        deadline = time.monotonic() + (timeout or self.timeout)
-        while True:
-            f = self._frame()
-            if f:
-                return f
-            self.buf += self._recv(deadline)
+        return b"".join(frame(OP_TEXT, json.dumps(obj)) for obj in objs)
 
     def recv(self, timeout=None):
         """The next data message (text as str, binary as bytes); pings are
         answered; a close frame raises ServerClosed."""
-        deadline = time.monotonic() + (timeout or self.timeout)
-        while True:
-            op, payload = self.recv_frame(max(0.001, deadline - time.monotonic()))
-            if op == 0x9:
-                self.send_frame(0xA, payload)
-            elif op == 0x8:
-                code = struct.unpack("!H", payload[:2])[0] if len(payload) >= 2 else None
-                raise ServerClosed(code, payload[2:].decode("utf-8", "replace"))
-            elif op == 0x1:
-                return payload.decode()
-            elif op == 0x2:
-                return payload
-
-    def recv_json(self, timeout=None):
-        m = self.recv(timeout)
-        assert isinstance(m, str), m
-        return json.loads(m)
+        op, payload = self.recv_message(timeout)
+        return payload.decode() if op == OP_TEXT else payload
 
     def until(self, pred, timeout=None):
-        deadline = time.monotonic() + (timeout or self.timeout)
-        seen = []
-        while True:
-            m = self.recv_json(max(0.001, deadline - time.monotonic()))
-            if pred(m):
-                return m, seen
-            seen.append(m)
+        """JSON messages until pred(msg): (that message, the ones before)."""
+        got = self.recv_json_until(pred, timeout)
+        return got[-1], got[:-1]
 
     def subscribed(self, channel, timeout=None):
         m, seen = self.until(lambda m: m.get("type") in ("subscribed", "error"), timeout)
@@ -404,26 +278,6 @@ class WS:
             if reason is not None:
                 assert e.reason == reason, (e, skipped)
             return skipped
-
-    def expect_eof(self, timeout=None):
-        deadline = time.monotonic() + (timeout or self.timeout)
-        try:
-            while True:
-                self.buf += self._recv(deadline)
-        except EOFError:
-            return True
-
-    def close(self):
-        try:
-            self.sock.close()
-        except OSError:
-            pass
-
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        self.close()
 
 
 # ---------------------------------------------------------------------------
@@ -547,7 +401,7 @@ def test_subscribe_refused(sec, transport, case):
     elif transport == "websocket":
         w = WS(sec.port, path)
         assert w.status == 403, (w.status, w.body)
-        status, body, ctype = w.status, w.body, w.head.header("Content-Type")
+        status, body, ctype = w.status, w.body, w.header("Content-Type")
     else:
         r = sec.request("GET", with_query(path, "poll=1" if transport == "poll" else ""))
         status, body, ctype = r.status, r.body, r.header("Content-Type")
@@ -1007,13 +861,7 @@ def test_websocket_publish_rate_raw(sec):
     with WS(sec.port, f"/lim-rate-raw/{ch}") as w, \
             sec.subscribe(None, path=f"/sub/{ch}") as watch:
         assert w.status == 101
-        raw = b""
-        for i in range(3):
-            key = os.urandom(4)
-            data = f"r{i}".encode()
-            raw += bytes([0x81, 0x80 | len(data)]) + key \
-                + bytes(b ^ key[j % 4] for j, b in enumerate(data))
-        w.sock.sendall(raw)
+        w.sock.sendall(b"".join(frame(OP_TEXT, f"r{i}") for i in range(3)))
         w.expect_close(1008, "publish rate exceeded")
         assert [e.data for e in watch.events(2)] == ["r0", "r1"]
         assert watch.no_event_within(0.5)
@@ -1100,12 +948,13 @@ def drain_slow_websocket(w, timeout=90):
     deadline = time.monotonic() + timeout
     try:
         while True:
-            op, payload = w.recv_frame(max(0.001, deadline - time.monotonic()))
-            if op == 0x8:
-                close = struct.unpack("!H", payload[:2])[0], payload[2:].decode()
+            f = w.recv_frame(max(0.001, deadline - time.monotonic()))
+            assert f.fin, f"unexpected fragmented frame {f!r}"
+            if f.opcode == OP_CLOSE:
+                close = f.close_code, f.payload[2:].decode()
                 break
-            if op == 0x1:
-                m = json.loads(payload)
+            if f.opcode == OP_TEXT:
+                m = json.loads(f.payload)
                 if m["type"] == "message":
                     ids.append(m["id"])
     except EOFError:

@@ -26,7 +26,7 @@ import pytest
 import zmq
 
 from conftest import (EVENT_TIMEOUT, HOST, PUSHCTL, Broker, SSEClient, connection_owner,
-                      unique_channel, wait_until, zmq_request)
+                      silent_sse, stack_fixture, unique_channel, wait_until, zmq_request)
 
 STATUS_BOUND = 20.0        # "after the next ticks", generously bounded
 LINK_BOUND = 40.0          # a child notices a dead broker (a few seconds), bounded
@@ -81,12 +81,9 @@ PRESENCE_CONF = """\
 # stacks
 # ---------------------------------------------------------------------------
 
-@pytest.fixture(scope="module")
-def st(stack_factory):
-    """Broker + Apache used by the status tests only (their counters start at 0)."""
-    s = stack_factory("stats", extra_conf=STATS_CONF)
-    yield s
-    s.stop()
+st = stack_fixture("stats", extra_conf=STATS_CONF,
+                   doc="Broker + Apache used by the status tests only (their counters start "
+                       "at 0).")
 
 
 @pytest.fixture
@@ -97,25 +94,9 @@ def quiet(st):
     return st
 
 
-@pytest.fixture(scope="module")
-def slow(stack_factory):
-    s = stack_factory("stats-slowq", extra_conf=SLOW_CONF)
-    yield s
-    s.stop()
-
-
-@pytest.fixture(scope="module")
-def linkstack(stack_factory):
-    s = stack_factory("stats-link")
-    yield s
-    s.stop()
-
-
-@pytest.fixture(scope="module")
-def pres(stack_factory):
-    s = stack_factory("stats-presence", extra_conf=PRESENCE_CONF)
-    yield s
-    s.stop()
+slow = stack_fixture("stats-slowq", extra_conf=SLOW_CONF)
+linkstack = stack_fixture("stats-link")
+pres = stack_fixture("stats-presence", extra_conf=PRESENCE_CONF)
 
 
 # ---------------------------------------------------------------------------
@@ -349,16 +330,6 @@ def longpoll_start(stack, channel, path=None):
     """A long poll without cursor (it waits for the next message), on a raw
     socket so that its owner can be found; answer with .json()."""
     return SSEClient(stack.port, path or f"/sub/{channel}", accept=None, timeout=60)
-
-
-def silent_sse(port, path, rcvbuf=2048):
-    """An SSE client that never reads a byte, with a tiny receive buffer."""
-    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, rcvbuf)
-    sock.connect((HOST, port))
-    sock.sendall(f"GET {path} HTTP/1.1\r\nHost: {HOST}:{port}\r\n"
-                 f"Accept: text/event-stream\r\n\r\n".encode())
-    return sock
 
 
 def closed_within(sock, timeout):

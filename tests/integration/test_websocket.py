@@ -20,14 +20,10 @@ from test_websocket_util import (
     OP_BINARY, OP_CLOSE, OP_PING, OP_PONG, OP_TEXT, RawWS, ServerClosed, accept_for,
     arecv_json, arecv_until, asend_json, assert_ws_still_works, await_subscribed,
     deflate_message, frame, inflate_message, new_key, run, subscribed_raw, ws_connect,
-    ws_stack_for)
+    ws_stack_fixture)
 
 
-@pytest.fixture(scope="module")
-def ws(stack_factory):
-    s = ws_stack_for(stack_factory, "ws")
-    yield s
-    s.stop()
+ws = ws_stack_fixture("ws")
 
 
 def check_http_error(w, status, code, message=None):

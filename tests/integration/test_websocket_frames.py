@@ -13,14 +13,10 @@ from conftest import EVENT_TIMEOUT, HOST, unique_channel
 from test_websocket_util import (
     OP_BINARY, OP_CLOSE, OP_CONT, OP_PING, OP_PONG, OP_TEXT, RawWS, assert_ws_still_works,
     FrameReader, close_payload, deflate_message, frame, handshake_request, subscribed_raw,
-    ws_stack_for)
+    ws_stack_fixture)
 
 
-@pytest.fixture(scope="module")
-def fs(stack_factory):
-    s = ws_stack_for(stack_factory, "wsframes")
-    yield s
-    s.stop()
+fs = ws_stack_fixture("wsframes")
 
 
 @pytest.fixture

@@ -12,14 +12,10 @@ import websockets
 from conftest import EVENT_TIMEOUT, unique_channel, wait_until
 from test_websocket_util import (
     OP_PING, OP_PONG, OP_TEXT, RawWS, ServerClosed, arecv_json, assert_ws_still_works,
-    await_subscribed, frame, run, subscribed_raw, ws_connect, ws_stack_for)
+    await_subscribed, frame, run, subscribed_raw, ws_connect, ws_stack_fixture)
 
 
-@pytest.fixture(scope="module")
-def life(stack_factory):
-    s = ws_stack_for(stack_factory, "wslife")
-    yield s
-    s.stop()
+life = ws_stack_fixture("wslife")
 
 
 def apachectl(apache, what):

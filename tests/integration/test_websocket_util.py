@@ -1,7 +1,7 @@
 """Shared helpers of the WebSocket tests (this file holds no tests).
 
   WS_CONF            extra Apache conf with one <Location> per directive set
-  ws_stack_for()     a started Stack with WS_CONF (for a module fixture)
+  ws_stack_fixture() a module fixture: a started Stack with WS_CONF
   RawWS              blocking raw-socket WebSocket client: you build the frames
                      (masked or not, any RSV/opcode/fragmentation), it checks
                      that every server frame is unmasked
@@ -25,7 +25,8 @@ import zlib
 import pytest
 import websockets
 
-from conftest import EVENT_TIMEOUT, HOST, HTTPResponseParser, unique_channel
+from conftest import (EVENT_TIMEOUT, HOST, HTTPResponseParser, SocketCloser, stack_fixture,
+                      unique_channel)
 
 GUID = b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
 
@@ -82,8 +83,10 @@ WS_CONF = """\
 """
 
 
-def ws_stack_for(stack_factory, name, extra=""):
-    return stack_factory(name, extra_conf=WS_CONF + extra)
+def ws_stack_fixture(name, extra=""):
+    """A module-scoped fixture (assign it to a name of the test file): a
+    Stack named name with WS_CONF + extra, stopped after the module."""
+    return stack_fixture(name, extra_conf=WS_CONF + extra)
 
 
 # ---------------------------------------------------------------------------
@@ -214,10 +217,13 @@ class FrameReader:
 # ---------------------------------------------------------------------------
 
 class ServerClosed(Exception):
+    """The server sent a close frame: .frame, its .code and .reason (text)."""
+
     def __init__(self, frame):
         super().__init__(f"server sent close {frame.close_code} {frame.payload[2:]!r}")
         self.frame = frame
         self.code = frame.close_code
+        self.reason = frame.payload[2:].decode("utf-8", "replace")
 
 
 def handshake_request(port, path, headers=None, version="HTTP/1.1", key=None,
@@ -236,16 +242,17 @@ def handshake_request(port, path, headers=None, version="HTTP/1.1", key=None,
     return ("\r\n".join(lines) + "\r\n\r\n").encode()
 
 
-class RawWS:
+class RawWS(SocketCloser):
     """A WebSocket client on a plain socket.
 
     The constructor sends the handshake and reads the answer: .status,
     .headers (HTTPResponseParser), .body for a non-101 answer.  With
-    expect_101 (default) anything else fails the test."""
+    expect_101 (default) anything else fails the test.  rcvbuf sets the
+    socket's SO_RCVBUF before it connects (a client that is slow to read)."""
 
     def __init__(self, port, path, headers=None, *, deflate=False, key=None, omit=(),
                  version="HTTP/1.1", timeout=EVENT_TIMEOUT, source=None, ssl_context=None,
-                 expect_101=True, auto_pong=True):
+                 expect_101=True, auto_pong=True, rcvbuf=None):
         self.timeout = timeout
         self.auto_pong = auto_pong
         self.pings = []             # payloads of the pings the server sent
@@ -257,6 +264,8 @@ class RawWS:
         self.key = key or new_key()
         self.deflate = False
         sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        if rcvbuf:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, rcvbuf)
         if source:
             sock.bind((source, 0))
         sock.settimeout(timeout)
@@ -437,18 +446,6 @@ class RawWS:
                 pytest.fail("the server did not close the TCP connection")
             if f.opcode not in (OP_PING,):
                 pytest.fail(f"a frame after the close: {f!r}")
-
-    def close(self):
-        try:
-            self.sock.close()
-        except OSError:
-            pass
-
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        self.close()
 
 
 def subscribed_raw(port, path, **kw):

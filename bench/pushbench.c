@@ -9,6 +9,15 @@
  * ("{ch}" = channel name) so that mod_push, Nchan and Pushpin can be driven
  * alike.  See bench/README.md; `pushbench --help` lists the options.
  *
+ * --procs P splits the subscribers over P processes (subscriber i belongs to
+ * process i % P), forked right after option parsing: one receive loop spends
+ * some microseconds of kernel time per delivery, so a single loop reading one
+ * message from 5,000 sockets would serialize 5,000 reads and measure itself.
+ * The parent (process 0) also runs the publisher; a socketpair per child
+ * carries "established", "publishing", "publisher done" (with the per-channel
+ * counts), "stop" and the child's results (counts and its latency histogram,
+ * merged bucket by bucket, so the percentiles are those of the union).
+ *
  * Payload: "<seq>:<send_time_us>:" padded with 'x' to --payload-size, seq per
  * channel from 1, time CLOCK_REALTIME in microseconds.
  *
@@ -37,9 +46,11 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/epoll.h>
+#include <sys/prctl.h>
 #include <sys/random.h>
 #include <sys/resource.h>
 #include <sys/socket.h>
+#include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
 #include <zmq.h>
@@ -57,6 +68,7 @@
 #define HIST_BUCKETS          (10 * 1000 * 1000 / HIST_RES_US)   /* 10 s */
 #define PUB_QCAP              64
 #define MAX_GAPS              4096
+#define MAX_PROCS             16
 
 enum { T_SSE, T_WS, T_LP };
 static const char *const transport_names[] = { "sse", "ws", "longpoll" };
@@ -98,15 +110,25 @@ static void die_usage(const char *fmt, ...)
     exit(2);
 }
 
+/* --procs: this process's index (0 = the parent, which publishes) */
+static int g_proc;
+static void kill_kids(void);
+
 static void die_setup(const char *fmt, ...) __attribute__((format(printf, 1, 2), noreturn));
 static void die_setup(const char *fmt, ...)
 {
     va_list ap;
     va_start(ap, fmt);
-    fputs("pushbench: ", stderr);
+    if (g_proc)
+        fprintf(stderr, "pushbench[%d]: ", g_proc);
+    else
+        fputs("pushbench: ", stderr);
     vfprintf(stderr, fmt, ap);
     fputc('\n', stderr);
     va_end(ap);
+    if (g_proc)
+        _exit(1);                  /* the parent sees it and tells why the run failed */
+    kill_kids();                   /* no orphans: the children go with the parent */
     exit(1);
 }
 
@@ -357,6 +379,7 @@ static struct {
     double      drain;
     double      connect_timeout;
     const char *label;
+    long        procs;             /* receive processes (--procs) */
 } o;
 
 static url_t g_sub_url, g_pub_url;
@@ -463,6 +486,8 @@ static void usage(FILE *f)
 "  --payload-size B               payload bytes (default 64)\n"
 "  --drain S                      wait up to S s after the last publish (default 10)\n"
 "  --connect-timeout S            give up the connect phase after S s (default 60)\n"
+"  --procs P                      split the subscribers over P receive processes (default 1,\n"
+"                                 at most 16): subscriber i is read by process i % P\n"
 "  --label TEXT                   copied into the RESULT line\n"
 "  --json                         accepted; the RESULT line is always printed\n"
 "Output: a summary, then one line 'RESULT {json}'. With --hold and --messages 0 the\n"
@@ -474,7 +499,7 @@ static void parse_args(int argc, char **argv)
 {
     enum { O_TRANSPORT = 256, O_SUBURL, O_SUBS, O_CHANS, O_PREFIX, O_CRATE, O_SRC, O_HEADER,
            O_HOLD, O_PUBLISH, O_PUBCONNS, O_BODY, O_MESSAGES, O_RATE, O_PAYLOAD, O_DRAIN,
-           O_CTIMEOUT, O_LABEL, O_JSON, O_HELP, O_UNORDERED };
+           O_CTIMEOUT, O_LABEL, O_JSON, O_HELP, O_UNORDERED, O_PROCS };
     static const struct option lo[] = {
         { "transport", 1, 0, O_TRANSPORT }, { "sub-url", 1, 0, O_SUBURL },
         { "subscribers", 1, 0, O_SUBS }, { "channels", 1, 0, O_CHANS },
@@ -486,7 +511,7 @@ static void parse_args(int argc, char **argv)
         { "payload-size", 1, 0, O_PAYLOAD }, { "drain", 1, 0, O_DRAIN },
         { "connect-timeout", 1, 0, O_CTIMEOUT }, { "label", 1, 0, O_LABEL },
         { "json", 0, 0, O_JSON }, { "help", 0, 0, O_HELP },
-        { "pub-unordered", 0, 0, O_UNORDERED }, { 0, 0, 0, 0 },
+        { "pub-unordered", 0, 0, O_UNORDERED }, { "procs", 1, 0, O_PROCS }, { 0, 0, 0, 0 },
     };
     o.transport = T_SSE;
     o.channels = 1;
@@ -496,6 +521,7 @@ static void parse_args(int argc, char **argv)
     o.drain = 10;
     o.connect_timeout = 60;
     o.label = "";
+    o.procs = 1;
     const char *src = NULL;
     int c;
     opterr = 0;
@@ -554,6 +580,7 @@ static void parse_args(int argc, char **argv)
         case O_LABEL: o.label = optarg; break;
         case O_JSON: break;
         case O_UNORDERED: o.pub_unordered = 1; break;
+        case O_PROCS: o.procs = opt_int("procs", optarg, 1, MAX_PROCS); break;
         case 'h': case O_HELP: usage(stdout); exit(0);
         case ':': die_usage("option %s needs a value", argv[optind - 1]);
         default: die_usage("unknown option %s", argv[optind - 1]);
@@ -793,11 +820,11 @@ typedef struct { char what[80]; long n; } reason_t;
 static reason_t g_fail[MAX_REASONS], g_lperr[MAX_REASONS];
 static int      g_nfail, g_nlperr;
 
-static void note_reason(reason_t *t, int *nt, const char *what)
+static void note_reason_n(reason_t *t, int *nt, const char *what, long n)
 {
     for (int i = 0; i < *nt; i++)
         if (!strcmp(t[i].what, what)) {
-            t[i].n++;
+            t[i].n += n;
             return;
         }
     int i = *nt < MAX_REASONS ? (*nt)++ : MAX_REASONS - 1;
@@ -807,7 +834,12 @@ static void note_reason(reason_t *t, int *nt, const char *what)
         snprintf(t[i].what, sizeof t[i].what, "%s", what);
         t[i].n = 0;
     }
-    t[i].n++;
+    t[i].n += n;
+}
+
+static void note_reason(reason_t *t, int *nt, const char *what)
+{
+    note_reason_n(t, nt, what, 1);
 }
 
 static void note_fail(const char *what)
@@ -871,6 +903,7 @@ typedef struct conn {
 } conn_t;
 
 static conn_t *g_conns;
+static long    g_nsubs;            /* this process's subscribers (all but with --procs) */
 static int     g_ep = -1;
 static char   *g_scratch;
 static long    g_started, g_resolved, g_established, g_failed, g_closed_by_server;
@@ -878,7 +911,7 @@ static long    g_ws_acked, g_proto_errors;
 static double  g_last_ack;          /* when the last WebSocket subscription was acknowledged */
 static conn_t *g_waitlist;          /* long polls waiting to retry */
 static int64_t g_now;               /* CLOCK_REALTIME of the current read */
-static volatile sig_atomic_t g_stop;
+static volatile sig_atomic_t g_stop, g_signals;
 
 static _Atomic uint64_t *g_pub_count;   /* per channel: messages published (acknowledged) */
 
@@ -1668,14 +1701,28 @@ static void run_waitlist(double now)
     }
 }
 
+/* --procs: the control sockets are registered with &g_ctl_tag[k] as their
+ * epoll data (k = the child's index in the parent, 0 in a child) */
+static char g_ctl_tag[MAX_PROCS];
+static int  g_nprocs = 1;
+static void ctl_event(int k);
+static void ctl_stop_kids(void);
+
 static void loop_once(int timeout_ms)
 {
     struct epoll_event ev[1024];
     int n = epoll_wait(g_ep, ev, 1024, timeout_ms);
-    for (int i = 0; i < n; i++)
-        conn_event(ev[i].data.ptr, ev[i].events);
+    for (int i = 0; i < n; i++) {
+        uintptr_t p = (uintptr_t)ev[i].data.ptr;
+        if (p >= (uintptr_t)g_ctl_tag && p < (uintptr_t)(g_ctl_tag + MAX_PROCS))
+            ctl_event((int)(p - (uintptr_t)g_ctl_tag));
+        else
+            conn_event(ev[i].data.ptr, ev[i].events);
+    }
     if (g_waitlist)
         run_waitlist(mono());
+    if (g_stop && g_nprocs > 1 && !g_proc)
+        ctl_stop_kids();
 }
 
 /* ------------------------------------------------------------------------ */
@@ -2084,6 +2131,8 @@ static void on_signal(int sig)
 {
     (void)sig;
     g_stop = 1;
+    if (g_signals < 100)
+        g_signals++;
 }
 
 static double pct(double p)
@@ -2127,7 +2176,7 @@ static void json_str(FILE *f, const char *s)
 
 static int all_received(void)
 {
-    for (long i = 0; i < o.subscribers; i++) {
+    for (long i = 0; i < g_nsubs; i++) {
         conn_t *c = &g_conns[i];
         if (!c->established || c->closed || c->state == S_FAILED)
             continue;
@@ -2137,26 +2186,453 @@ static int all_received(void)
     return 1;
 }
 
-int main(int argc, char **argv)
+/* ------------------------------------------------------------------------ */
+/* --procs: receive processes                                                */
+/* ------------------------------------------------------------------------ */
+
+/* Messages on a control socket: an mhdr_t, then len bytes.
+ *   child -> parent: M_EST (est_msg_t) after its connect phase,
+ *                    M_RES (res_msg_t + nhist hpair_t) at the end;
+ *   parent -> child: M_PUB (publishing starts), M_DONE (done_msg_t, then the
+ *                    per-channel published counts when published), M_STOP. */
+enum { M_EST = 'E', M_RES = 'R', M_PUB = 'P', M_DONE = 'D', M_STOP = 'S' };
+
+typedef struct { uint32_t type, len; } mhdr_t;
+
+typedef struct {
+    long   established, failed, ws_acked;
+    double connect_s;
+    int    timed_out;
+} est_msg_t;
+
+typedef struct {
+    int    published;              /* 0: no publish phase (--messages 0, or stopped) */
+    double t_done;                 /* CLOCK_MONOTONIC: the drain counts from here */
+} done_msg_t;
+
+typedef struct {                   /* one process's results */
+    long     established, failed, closed_by_server, lp_errors, proto_errors;
+    uint64_t received, dups, reorders, expected, delivered, lost;
+    long     lost_conns, dup_conns, reorder_conns;
+    int64_t  first_delivery_us, last_delivery_us;
+    uint64_t lat_n, lat_max_us;
+    double   lat_sum_us, busy_pct;
+    int      nfail, nlperr;
+    reason_t fail[MAX_REASONS], lperr[MAX_REASONS];
+    uint64_t nhist;                /* followed by nhist hpair_t: the histogram's non-empty buckets */
+} res_msg_t;
+
+typedef struct { uint32_t b, n; } hpair_t;
+
+typedef struct {
+    pid_t     pid;                 /* 0 once reaped */
+    int       fd;
+    int       got_est, got_res, eof, stop_sent;
+    buf_t     in;
+    est_msg_t est;
+    buf_t     res;                 /* the M_RES payload */
+} kid_t;
+
+static kid_t g_kid[MAX_PROCS];     /* parent: children 1 .. g_nprocs-1 */
+static int   g_ctl = -1;           /* child: the socket to the parent */
+static buf_t g_ctl_in;             /* child: input from the parent */
+static int   g_c_pub, g_c_done, g_c_published;   /* child: what the parent said */
+static double g_c_t_done, g_c_t_pub0, g_c_cpu_pub0;
+
+static int send_all(int fd, const void *p, size_t n, int flags)
 {
-    setvbuf(stdout, NULL, _IOLBF, 0);
-    parse_args(argc, argv);
-    g_start_us = now_us();
-    double t_start = mono();
-    uint64_t seed = 0;
-    if (getrandom(&seed, sizeof seed, 0) != sizeof seed)
-        seed = (uint64_t)g_start_us ^ ((uint64_t)getpid() << 32);
-    g_rng = seed | 1;
+    const char *c = p;
+    while (n) {
+        ssize_t w = send(fd, c, n, MSG_NOSIGNAL | flags);
+        if (w < 0) {
+            if (errno == EINTR)
+                continue;
+            return -1;
+        }
+        c += w;
+        n -= (size_t)w;
+        flags = 0;                 /* a partial message is finished, whatever it takes */
+    }
+    return 0;
+}
 
-    signal(SIGPIPE, SIG_IGN);
-    struct sigaction sa = { .sa_handler = on_signal };
-    sigemptyset(&sa.sa_mask);
-    sigaction(SIGINT, &sa, NULL);
-    sigaction(SIGTERM, &sa, NULL);
+static int ctl_send(int fd, int type, const void *a, size_t na, const void *b, size_t nb)
+{
+    mhdr_t h = { (uint32_t)type, (uint32_t)(na + nb) };
+    if (send_all(fd, &h, sizeof h, 0) < 0 || send_all(fd, a, na, 0) < 0 || send_all(fd, b, nb, 0) < 0)
+        return -1;
+    return 0;
+}
 
-    /* file descriptors */
+/* Read what is there; 1 on EOF or error. */
+static int ctl_recv(int fd, buf_t *in)
+{
+    for (;;) {
+        buf_reserve(in, 65536);
+        ssize_t r = recv(fd, in->p + in->len, in->cap - in->len, MSG_DONTWAIT);
+        if (r > 0)
+            in->len += (size_t)r;
+        else if (r < 0 && errno == EINTR)
+            continue;
+        else if (r < 0 && (errno == EAGAIN || errno == EWOULDBLOCK))
+            return 0;
+        else
+            return 1;
+    }
+}
+
+/* The next complete message in `in`, or NULL. */
+static const char *ctl_next(buf_t *in, size_t *off, mhdr_t *h)
+{
+    if (in->len - *off < sizeof *h)
+        return NULL;
+    memcpy(h, in->p + *off, sizeof *h);
+    if (in->len - *off - sizeof *h < h->len)
+        return NULL;
+    const char *p = in->p + *off + sizeof *h;
+    *off += sizeof *h + h->len;
+    return p;
+}
+
+static const char *status_text(int st, char *buf, size_t n)
+{
+    if (WIFEXITED(st))
+        snprintf(buf, n, "exited with status %d", WEXITSTATUS(st));
+    else if (WIFSIGNALED(st))
+        snprintf(buf, n, "was killed by signal %d (%s)", WTERMSIG(st), strsignal(WTERMSIG(st)));
+    else
+        snprintf(buf, n, "ended (status 0x%x)", st);
+    return buf;
+}
+
+/* Reap child k: wait up to `wait_s` seconds, then SIGKILL.  Its status, or -1. */
+static int reap_kid(int k, double wait_s)
+{
+    kid_t *d = &g_kid[k];
+    int st = -1;
+    if (d->pid <= 0)
+        return -1;
+    double until = mono() + wait_s;
+    for (;;) {
+        pid_t r = waitpid(d->pid, &st, WNOHANG);
+        if (r == d->pid || (r < 0 && errno != EINTR))
+            break;
+        if (mono() >= until) {
+            kill(d->pid, SIGKILL);
+            while (waitpid(d->pid, &st, 0) < 0 && errno == EINTR)
+                ;
+            break;
+        }
+        struct timespec ts = { 0, 10 * 1000 * 1000 };
+        nanosleep(&ts, NULL);
+    }
+    d->pid = 0;
+    return st;
+}
+
+static void kill_kids(void)
+{
+    for (int k = 1; k < g_nprocs; k++)
+        if (g_kid[k].pid > 0) {
+            kill(g_kid[k].pid, SIGKILL);
+            reap_kid(k, 5);
+        }
+}
+
+/* A run with a lost receive process is no measurement: say why, kill the
+ * others, exit 1. */
+static void kids_fail(const char *fmt, ...) __attribute__((format(printf, 1, 2), noreturn));
+static void kids_fail(const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    fputs("pushbench: ", stderr);
+    vfprintf(stderr, fmt, ap);
+    fputc('\n', stderr);
+    va_end(ap);
+    kill_kids();
+    fflush(stdout);
+    _exit(1);                      /* the publisher thread may still be running */
+}
+
+static void ctl_stop_kids(void)
+{
+    for (int k = 1; k < g_nprocs; k++) {
+        kid_t *d = &g_kid[k];
+        if (d->stop_sent || d->eof)
+            continue;
+        mhdr_t h = { M_STOP, 0 };
+        /* never blocks on a child that does not read (the rest of a
+         * started header is sent in any case) */
+        if (send_all(d->fd, &h, sizeof h, MSG_DONTWAIT) == 0)
+            d->stop_sent = 1;
+        else if (errno != EAGAIN && errno != EWOULDBLOCK)
+            d->stop_sent = 1;      /* gone: its EOF tells */
+    }
+}
+
+static void parent_ctl_event(int k)
+{
+    kid_t *d = &g_kid[k];
+    if (d->eof)
+        return;
+    int eof = ctl_recv(d->fd, &d->in);
+    size_t off = 0;
+    mhdr_t h;
+    const char *p;
+    while ((p = ctl_next(&d->in, &off, &h))) {
+        if (h.type == M_EST && h.len == sizeof d->est) {
+            memcpy(&d->est, p, sizeof d->est);
+            d->got_est = 1;
+        }
+        else if (h.type == M_RES && h.len >= sizeof(res_msg_t)) {
+            buf_append(&d->res, p, h.len);
+            d->got_res = 1;
+        }
+        else
+            kids_fail("receive process %d: bad control message", k);
+    }
+    buf_consume(&d->in, off);
+    if (eof) {
+        d->eof = 1;
+        epoll_ctl(g_ep, EPOLL_CTL_DEL, d->fd, NULL);
+        if (!d->got_res) {
+            pid_t pid = d->pid;
+            char why[128];
+            int st = reap_kid(k, 5);
+            kids_fail("receive process %d of %d (pid %d) %s before reporting its results", k,
+                      g_nprocs, (int)pid, st == -1 ? "ended" : status_text(st, why, sizeof why));
+        }
+    }
+}
+
+static void child_ctl_event(void)
+{
+    int eof = ctl_recv(g_ctl, &g_ctl_in);
+    size_t off = 0;
+    mhdr_t h;
+    const char *p;
+    while ((p = ctl_next(&g_ctl_in, &off, &h))) {
+        if (h.type == M_STOP)
+            g_stop = 1;
+        else if (h.type == M_PUB) {
+            g_c_pub = 1;
+            g_c_t_pub0 = mono();
+            g_c_cpu_pub0 = thread_cpu();
+        }
+        else if (h.type == M_DONE && h.len >= sizeof(done_msg_t)) {
+            done_msg_t dm;
+            memcpy(&dm, p, sizeof dm);
+            g_c_published = dm.published;
+            g_c_t_done = dm.t_done;
+            if (dm.published && h.len != sizeof dm + (size_t)o.channels * sizeof(uint64_t))
+                die_setup("bad control message from the parent");
+            if (dm.published)
+                for (long c = 0; c < o.channels; c++) {
+                    uint64_t v;
+                    memcpy(&v, p + sizeof dm + (size_t)c * sizeof v, sizeof v);
+                    atomic_store(&g_pub_count[c], v);
+                }
+            g_c_done = 1;
+        }
+        else
+            die_setup("bad control message from the parent");
+    }
+    buf_consume(&g_ctl_in, off);
+    if (eof) {
+        fprintf(stderr, "pushbench[%d]: the parent is gone, exiting\n", g_proc);
+        _exit(1);
+    }
+}
+
+static void ctl_event(int k)
+{
+    if (g_proc)
+        child_ctl_event();
+    else
+        parent_ctl_event(k);
+}
+
+/* Fork the receive processes 1 .. P-1; in a child this returns there with
+ * g_proc set. */
+static void spawn_procs(void)
+{
+    pid_t parent = getpid();
+    for (int k = 1; k < g_nprocs; k++) {
+        int sv[2];
+        if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv) < 0)
+            die_setup("socketpair: %s", strerror(errno));
+        fflush(stdout);
+        fflush(stderr);
+        pid_t pid = fork();
+        if (pid < 0) {
+            int e = errno;
+            close(sv[0]);
+            close(sv[1]);
+            die_setup("fork: %s", strerror(e));
+        }
+        if (pid == 0) {
+            /* the child: dies with the parent */
+            prctl(PR_SET_PDEATHSIG, SIGKILL);
+            if (getppid() != parent)
+                _exit(1);
+            for (int j = 1; j < k; j++)
+                close(g_kid[j].fd);
+            memset(g_kid, 0, sizeof g_kid);
+            close(sv[0]);
+            g_ctl = sv[1];
+            g_proc = k;
+            return;
+        }
+        close(sv[1]);
+        g_kid[k].pid = pid;
+        g_kid[k].fd = sv[0];
+    }
+}
+
+/* This process's results; the histogram stays in g_hist. */
+static void local_results(res_msg_t *r)
+{
+    memset(r, 0, sizeof *r);
+    r->established = g_established;
+    r->failed = g_failed;
+    r->closed_by_server = g_closed_by_server;
+    r->lp_errors = g_lp_errors;
+    r->proto_errors = g_proto_errors;
+    r->received = g_received;
+    r->dups = g_dups;
+    r->reorders = g_reorders;
+    for (long i = 0; i < g_nsubs; i++) {
+        conn_t *c = &g_conns[i];
+        if (!c->established)
+            continue;
+        uint64_t pub = atomic_load(&g_pub_count[c->ch]);
+        r->expected += pub;
+        uint64_t got = c->unique < pub ? c->unique : pub;
+        r->delivered += got;
+        if (got < pub) {
+            r->lost += pub - got;
+            r->lost_conns++;
+        }
+        r->dup_conns += c->dup > 0;
+        r->reorder_conns += c->reorder > 0;
+    }
+    r->first_delivery_us = g_first_delivery_us;
+    r->last_delivery_us = g_last_delivery_us;
+    r->lat_n = g_lat_n;
+    r->lat_max_us = g_lat_max_us;
+    r->lat_sum_us = g_lat_sum_us;
+    r->nfail = g_nfail;
+    r->nlperr = g_nlperr;
+    memcpy(r->fail, g_fail, sizeof g_fail);
+    memcpy(r->lperr, g_lperr, sizeof g_lperr);
+}
+
+/* Add a child's results to the parent's: counts to the globals, histogram
+ * bucket by bucket (so pct() gives the percentiles of the union). */
+static void merge_results(res_msg_t *tot, const char *msg, size_t len)
+{
+    res_msg_t r;
+    memcpy(&r, msg, sizeof r);
+    if (len != sizeof r + r.nhist * sizeof(hpair_t))
+        kids_fail("a receive process sent a malformed result");
+    tot->expected += r.expected;
+    tot->delivered += r.delivered;
+    tot->lost += r.lost;
+    tot->lost_conns += r.lost_conns;
+    tot->dup_conns += r.dup_conns;
+    tot->reorder_conns += r.reorder_conns;
+    if (r.busy_pct > tot->busy_pct)
+        tot->busy_pct = r.busy_pct;
+    g_established += r.established;
+    g_failed += r.failed;
+    g_closed_by_server += r.closed_by_server;
+    g_lp_errors += r.lp_errors;
+    g_proto_errors += r.proto_errors;
+    g_received += r.received;
+    g_dups += r.dups;
+    g_reorders += r.reorders;
+    if (r.first_delivery_us && (!g_first_delivery_us || r.first_delivery_us < g_first_delivery_us))
+        g_first_delivery_us = r.first_delivery_us;
+    if (r.last_delivery_us > g_last_delivery_us)
+        g_last_delivery_us = r.last_delivery_us;
+    g_lat_n += r.lat_n;
+    g_lat_sum_us += r.lat_sum_us;      /* sums of whole microseconds: exact */
+    if (r.lat_max_us > g_lat_max_us)
+        g_lat_max_us = r.lat_max_us;
+    for (int i = 0; i < r.nfail && i < MAX_REASONS; i++)
+        note_reason_n(g_fail, &g_nfail, r.fail[i].what, r.fail[i].n);
+    for (int i = 0; i < r.nlperr && i < MAX_REASONS; i++)
+        note_reason_n(g_lperr, &g_nlperr, r.lperr[i].what, r.lperr[i].n);
+    for (uint64_t i = 0; i < r.nhist; i++) {
+        hpair_t hp;
+        memcpy(&hp, msg + sizeof r + i * sizeof hp, sizeof hp);
+        if (hp.b > HIST_BUCKETS)
+            kids_fail("a receive process sent a malformed histogram");
+        g_hist[hp.b] += hp.n;
+    }
+}
+
+static void close_all_conns(void)
+{
+    for (long i = 0; i < g_nsubs; i++)
+        if (g_conns[i].fd >= 0)
+            conn_close_fd(&g_conns[i]);
+    g_waitlist = NULL;             /* no long poll asks again */
+}
+
+static int all_drained(double drain_end)
+{
+    double last_check = 0;
+    while (!g_stop && mono() < drain_end) {
+        double t = mono();
+        if (t - last_check >= 0.02) {
+            last_check = t;
+            if (all_received())
+                return 1;
+        }
+        loop_once(10);
+    }
+    return 0;
+}
+
+/* A child after its connect phase: report, wait for the publisher, drain as
+ * the parent does, send the results, exit. */
+static void child_rest(double connect_s, int timed_out) __attribute__((noreturn));
+static void child_rest(double connect_s, int timed_out)
+{
+    est_msg_t e = { g_established, g_failed, g_ws_acked, connect_s, timed_out };
+    if (ctl_send(g_ctl, M_EST, &e, sizeof e, NULL, 0) < 0)
+        _exit(1);
+    while (!g_c_done)
+        loop_once(20);
+    double t_pub1 = 0, cpu_pub1 = 0;
+    if (g_c_published) {
+        all_drained(g_c_t_done + o.drain);
+        t_pub1 = mono();
+        cpu_pub1 = thread_cpu();
+    }
+    close_all_conns();
+    res_msg_t r;
+    local_results(&r);
+    r.busy_pct = g_c_pub && t_pub1 > g_c_t_pub0
+                 ? 100.0 * (cpu_pub1 - g_c_cpu_pub0) / (t_pub1 - g_c_t_pub0) : 0;
+    buf_t hist = { 0 };
+    for (uint32_t b = 0; b <= HIST_BUCKETS; b++)
+        if (g_hist[b]) {
+            hpair_t hp = { b, g_hist[b] };
+            buf_append(&hist, &hp, sizeof hp);
+            r.nhist++;
+        }
+    if (ctl_send(g_ctl, M_RES, &r, sizeof r, hist.p, hist.len) < 0)
+        _exit(1);
+    _exit(0);
+}
+
+static void raise_nofile(long subs, long extra)
+{
     struct rlimit rl;
-    long need = o.subscribers + (o.publish && !o.pub_zmq ? o.pub_conns : 0) + FD_SLACK;
+    long need = subs + extra + FD_SLACK;
     if (getrlimit(RLIMIT_NOFILE, &rl) == 0) {
         if (rl.rlim_cur < rl.rlim_max) {
             rl.rlim_cur = rl.rlim_max;
@@ -2164,11 +2640,35 @@ int main(int argc, char **argv)
             getrlimit(RLIMIT_NOFILE, &rl);
         }
         if (rl.rlim_cur != RLIM_INFINITY && (rlim_t)need > rl.rlim_cur)
-            die_setup("%ld subscribers need about %ld open files, but this process may open only %lu "
-                      "(RLIMIT_NOFILE hard limit %lu); use fewer subscribers (at most %ld) or "
-                      "raise the limit", o.subscribers, need, (unsigned long)rl.rlim_cur,
-                      (unsigned long)rl.rlim_max, (long)rl.rlim_cur - (need - o.subscribers));
+            die_setup("%ld subscribers%s need about %ld open files, but this process may open only %lu "
+                      "(RLIMIT_NOFILE hard limit %lu); use fewer subscribers (at most %ld%s) or "
+                      "raise the limit", subs, o.procs > 1 ? " per process" : "", need,
+                      (unsigned long)rl.rlim_cur, (unsigned long)rl.rlim_max,
+                      (long)rl.rlim_cur - (need - subs), o.procs > 1 ? " per process" : "");
     }
+}
+
+int main(int argc, char **argv)
+{
+    setvbuf(stdout, NULL, _IOLBF, 0);
+    parse_args(argc, argv);
+    g_start_us = now_us();
+    double t_start = mono();
+
+    signal(SIGPIPE, SIG_IGN);
+    struct sigaction sa = { .sa_handler = on_signal };
+    sigemptyset(&sa.sa_mask);
+    sigaction(SIGINT, &sa, NULL);
+    sigaction(SIGTERM, &sa, NULL);
+
+    /* receive processes: never more than subscribers */
+    if (o.procs > 1 && o.procs > o.subscribers)
+        o.procs = o.subscribers > 1 ? o.subscribers : 1;
+    g_nprocs = (int)o.procs;
+    long pub_fds = o.publish && !o.pub_zmq ? o.pub_conns : 0;
+
+    /* file descriptors: the parent has the largest share (and the publisher) */
+    raise_nofile((o.subscribers + g_nprocs - 1) / g_nprocs, pub_fds + (g_nprocs - 1));
 
     /* channels and URLs */
     g_chan = xcalloc((size_t)o.channels, sizeof *g_chan);
@@ -2196,13 +2696,26 @@ int main(int argc, char **argv)
     }
     if (o.publish && !o.pub_zmq)
         parse_url(o.pub_target, &g_pub_url, 0, "--publish http:");
+
+    /* --procs: fork now, before any thread, subscriber socket or ZeroMQ context */
+    if (g_nprocs > 1)
+        spawn_procs();
+    g_nsubs = o.subscribers > g_proc ? (o.subscribers - g_proc + g_nprocs - 1) / g_nprocs : 0;
+    if (g_proc)
+        raise_nofile(g_nsubs, 0);  /* inherited from the parent already: a no-op */
+
+    uint64_t seed = 0;
+    if (getrandom(&seed, sizeof seed, 0) != sizeof seed)
+        seed = (uint64_t)now_us() ^ ((uint64_t)getpid() << 32);
+    g_rng = seed | 1;
+
     g_pub_count = xcalloc((size_t)o.channels, sizeof *g_pub_count);
     g_pub_seq = xcalloc((size_t)o.channels, sizeof *g_pub_seq);
     g_hist = xcalloc(HIST_BUCKETS + 1, sizeof *g_hist);
     g_scratch = xmalloc(SCRATCH_SIZE);
 
     /* the ZeroMQ socket connects now, so that it is up when publishing starts */
-    if (o.publish && o.pub_zmq && o.messages > 0) {
+    if (!g_proc && o.publish && o.pub_zmq && o.messages > 0) {
         g_zctx = zmq_ctx_new();
         g_zsock = g_zctx ? zmq_socket(g_zctx, ZMQ_PUSH) : NULL;
         if (!g_zsock)
@@ -2218,36 +2731,52 @@ int main(int argc, char **argv)
     g_ep = epoll_create1(EPOLL_CLOEXEC);
     if (g_ep < 0)
         die_setup("epoll_create1: %s", strerror(errno));
-    g_conns = xcalloc((size_t)(o.subscribers ? o.subscribers : 1), sizeof *g_conns);
-    for (long i = 0; i < o.subscribers; i++) {
-        g_conns[i].fd = -1;
-        g_conns[i].idx = (uint32_t)i;
-        g_conns[i].ch = (int)(i % o.channels);
+    if (g_proc) {
+        struct epoll_event ev = { .events = EPOLLIN, .data.ptr = &g_ctl_tag[0] };
+        if (epoll_ctl(g_ep, EPOLL_CTL_ADD, g_ctl, &ev) < 0)
+            die_setup("epoll_ctl: %s", strerror(errno));
+    }
+    for (int k = 1; !g_proc && k < g_nprocs; k++) {
+        struct epoll_event ev = { .events = EPOLLIN, .data.ptr = &g_ctl_tag[k] };
+        if (epoll_ctl(g_ep, EPOLL_CTL_ADD, g_kid[k].fd, &ev) < 0)
+            die_setup("epoll_ctl: %s", strerror(errno));
+    }
+    g_conns = xcalloc((size_t)(g_nsubs ? g_nsubs : 1), sizeof *g_conns);
+    for (long j = 0; j < g_nsubs; j++) {
+        long i = g_proc + j * g_nprocs;        /* the subscriber's number */
+        g_conns[j].fd = -1;
+        g_conns[j].idx = (uint32_t)i;
+        g_conns[j].ch = (int)(i % o.channels);
     }
 
-    /* ---- connect phase ---- */
+    /* ---- connect phase (each process its own share, at its share of the rate) ---- */
     double c0 = mono(), last_progress = c0;
     int timed_out = 0;
-    while (g_resolved < o.subscribers && !g_stop) {
+    long max_inflight = MAX_INFLIGHT_CONNECTS / g_nprocs;
+    while (g_resolved < g_nsubs && !g_stop) {
         double t = mono();
         if (t - c0 > o.connect_timeout) {
             timed_out = 1;
             break;
         }
-        long allowed = o.subscribers;
+        long allowed = g_nsubs;
         if (o.connect_rate > 0) {
-            double a = (t - c0) * o.connect_rate + 1;
+            double a = (t - c0) * o.connect_rate / g_nprocs + 1;
             if (a < (double)allowed)
                 allowed = (long)a;
         }
-        while (g_started < allowed && g_started - g_resolved < MAX_INFLIGHT_CONNECTS) {
+        while (g_started < allowed && g_started - g_resolved < max_inflight) {
             conn_t *c = &g_conns[g_started++];
             conn_begin(c);
         }
         loop_once(o.connect_rate > 0 ? 2 : 20);
         if (t - last_progress >= 2) {
-            fprintf(stderr, "pushbench: connecting: %ld established, %ld failed of %ld\n",
-                    g_established, g_failed, o.subscribers);
+            if (g_nprocs > 1)
+                fprintf(stderr, "pushbench[%d]: connecting: %ld established, %ld failed of %ld\n",
+                        g_proc, g_established, g_failed, g_nsubs);
+            else
+                fprintf(stderr, "pushbench: connecting: %ld established, %ld failed of %ld\n",
+                        g_established, g_failed, o.subscribers);
             last_progress = t;
         }
     }
@@ -2270,8 +2799,8 @@ int main(int argc, char **argv)
             connect_end = g_last_ack;
     }
     double connect_s = connect_end - c0;
-    if (g_resolved < o.subscribers) {
-        for (long i = 0; i < o.subscribers; i++) {
+    if (g_resolved < g_nsubs) {
+        for (long i = 0; i < g_nsubs; i++) {
             conn_t *c = &g_conns[i];
             if (c->established || c->state == S_FAILED)
                 continue;
@@ -2279,13 +2808,44 @@ int main(int argc, char **argv)
                                            : "connect phase timed out");
         }
     }
+    if (g_proc)
+        child_rest(connect_s, timed_out);
+
+    /* the parent: publishing starts when every process is connected */
+    long est_total = g_established, failed_total = g_failed, acked_total = g_ws_acked;
+    if (g_nprocs > 1) {
+        double give_up = mono() + o.connect_timeout + 60;
+        for (;;) {
+            int all = 1;
+            for (int k = 1; k < g_nprocs; k++)
+                all &= g_kid[k].got_est;
+            if (all)
+                break;
+            if (mono() > give_up)
+                kids_fail("a receive process did not finish its connect phase");
+            if (g_signals >= 2)
+                kids_fail("interrupted");
+            loop_once(20);
+        }
+        for (int k = 1; k < g_nprocs; k++) {
+            est_msg_t *e = &g_kid[k].est;
+            est_total += e->established;
+            failed_total += e->failed;
+            acked_total += e->ws_acked;
+            if (e->connect_s > connect_s)
+                connect_s = e->connect_s;
+            timed_out |= e->timed_out;
+        }
+    }
     fprintf(stderr, "pushbench: connect phase: %ld established, %ld failed in %.3f s%s",
-            g_established, g_failed, connect_s, timed_out ? " (timed out)" : "");
-    if (o.transport == T_WS && g_ws_acked)
-        fprintf(stderr, "; %ld subscriptions acknowledged (mod_push JSON mode)", g_ws_acked);
+            est_total, failed_total, connect_s, timed_out ? " (timed out)" : "");
+    if (o.transport == T_WS && acked_total)
+        fprintf(stderr, "; %ld subscriptions acknowledged (mod_push JSON mode)", acked_total);
+    if (g_nprocs > 1)
+        fprintf(stderr, " (%d receive processes)", g_nprocs);
     fprintf(stderr, "\n");
     if (o.hold_given && o.messages == 0) {
-        printf("ESTABLISHED %ld\n", g_established);
+        printf("ESTABLISHED %ld\n", est_total);
         fflush(stdout);
     }
 
@@ -2299,8 +2859,12 @@ int main(int argc, char **argv)
     /* ---- publish and drain ---- */
     pthread_t th;
     int have_thread = 0;
-    double t_pub0 = 0, t_pub1 = 0, cpu_pub0 = 0, cpu_pub1 = 0;
+    double t_pub0 = 0, t_pub1 = 0, cpu_pub0 = 0, cpu_pub1 = 0, drain_end = 0;
+    done_msg_t dm = { 0, 0 };
     if (o.messages > 0 && !g_stop) {
+        for (int k = 1; k < g_nprocs; k++)
+            if (ctl_send(g_kid[k].fd, M_PUB, NULL, 0, NULL, 0) < 0)
+                parent_ctl_event(k);       /* gone: tells why and fails */
         if (pthread_create(&th, NULL, pub_thread, NULL) != 0)
             die_setup("pthread_create failed");
         have_thread = 1;
@@ -2308,16 +2872,26 @@ int main(int argc, char **argv)
         cpu_pub0 = thread_cpu();
         while (!atomic_load(&g_pub_done))
             loop_once(20);
-        double drain_end = mono() + o.drain, last_check = 0;
-        while (!g_stop && mono() < drain_end) {
-            double t = mono();
-            if (t - last_check >= 0.02) {
-                last_check = t;
-                if (all_received())
-                    break;
-            }
-            loop_once(10);
+        dm.published = 1;
+        dm.t_done = mono();
+        drain_end = dm.t_done + o.drain;
+    }
+    if (g_nprocs > 1) {
+        /* the children drain by the same rule (or finish without a publish phase) */
+        uint64_t *counts = NULL;
+        size_t nc = dm.published ? (size_t)o.channels : 0;
+        if (nc) {
+            counts = xcalloc(nc, sizeof *counts);
+            for (size_t c = 0; c < nc; c++)
+                counts[c] = atomic_load(&g_pub_count[c]);
         }
+        for (int k = 1; k < g_nprocs; k++)
+            if (ctl_send(g_kid[k].fd, M_DONE, &dm, sizeof dm, counts, nc * sizeof *counts) < 0)
+                parent_ctl_event(k);
+        free(counts);
+    }
+    if (dm.published) {
+        all_drained(drain_end);
         t_pub1 = mono();
         cpu_pub1 = thread_cpu();
         pthread_join(th, NULL);
@@ -2326,33 +2900,49 @@ int main(int argc, char **argv)
     double t_end = mono();
 
     /* ---- close everything ---- */
-    for (long i = 0; i < o.subscribers; i++)
-        if (g_conns[i].fd >= 0)
-            conn_close_fd(&g_conns[i]);
+    close_all_conns();
     if (g_zsock) {
         zmq_close(g_zsock);
         zmq_ctx_term(g_zctx);
     }
 
     /* ---- results ---- */
-    uint64_t expected = 0, lost = 0;
-    long lost_conns = 0, dup_conns = 0, reorder_conns = 0;
-    uint64_t delivered = 0;
-    for (long i = 0; i < o.subscribers; i++) {
-        conn_t *c = &g_conns[i];
-        if (!c->established)
-            continue;
-        uint64_t pub = atomic_load(&g_pub_count[c->ch]);
-        expected += pub;
-        uint64_t got = c->unique < pub ? c->unique : pub;
-        delivered += got;
-        if (got < pub) {
-            lost += pub - got;
-            lost_conns++;
+    res_msg_t tot;
+    local_results(&tot);
+    /* CPU use of the receive loop while publishing and draining: near
+     * 100 % would make pushbench the bottleneck (--procs: the busiest one) */
+    tot.busy_pct = t_pub1 > t_pub0 ? 100.0 * (cpu_pub1 - cpu_pub0) / (t_pub1 - t_pub0) : 0;
+    if (g_nprocs > 1) {
+        double give_up = (drain_end > mono() ? drain_end : mono()) + 30;
+        for (;;) {
+            int all = 1;
+            for (int k = 1; k < g_nprocs; k++)
+                all &= g_kid[k].got_res;
+            if (all)
+                break;
+            if (mono() > give_up)
+                kids_fail("a receive process did not report its results in time");
+            if (g_signals >= 2)
+                kids_fail("interrupted");
+            loop_once(20);
         }
-        dup_conns += c->dup > 0;
-        reorder_conns += c->reorder > 0;
+        for (int k = 1; k < g_nprocs; k++) {
+            pid_t pid = g_kid[k].pid;
+            char why[128];
+            int st = reap_kid(k, 10);
+            if (st == -1 || !WIFEXITED(st) || WEXITSTATUS(st) != 0)
+                kids_fail("receive process %d of %d (pid %d) %s after reporting", k, g_nprocs,
+                          (int)pid, st == -1 ? "could not be reaped" : status_text(st, why, sizeof why));
+            close(g_kid[k].fd);
+            merge_results(&tot, g_kid[k].res.p, g_kid[k].res.len);
+            buf_free(&g_kid[k].res);
+        }
+        t_end = mono();            /* the last process has finished */
     }
+
+    uint64_t expected = tot.expected, lost = tot.lost, delivered = tot.delivered;
+    long lost_conns = tot.lost_conns, dup_conns = tot.dup_conns, reorder_conns = tot.reorder_conns;
+    double busy_pct = tot.busy_pct;
     double publish_s = g_pub_first_us && g_pub_end_us > g_pub_first_us
                        ? (double)(g_pub_end_us - g_pub_first_us) / 1e6 : 0;
     double window_s = g_pub_first_us && g_last_delivery_us > g_pub_first_us
@@ -2362,13 +2952,13 @@ int main(int argc, char **argv)
     double p50 = pct(0.50), p90 = pct(0.90), p99 = pct(0.99), pmax = (double)g_lat_max_us / 1000.0;
     double mean = g_lat_n ? g_lat_sum_us / (double)g_lat_n / 1000.0 : 0;
     double duration_s = t_end - t_start;
-    /* CPU use of the receive loop while publishing and draining: near
-     * 100 % would make pushbench the bottleneck */
-    double busy_pct = t_pub1 > t_pub0 ? 100.0 * (cpu_pub1 - cpu_pub0) / (t_pub1 - t_pub0) : 0;
     struct rusage ru;
     getrusage(RUSAGE_SELF, &ru);
     double cpu_s = (double)ru.ru_utime.tv_sec + (double)ru.ru_utime.tv_usec / 1e6 +
                    (double)ru.ru_stime.tv_sec + (double)ru.ru_stime.tv_usec / 1e6;
+    if (g_nprocs > 1 && getrusage(RUSAGE_CHILDREN, &ru) == 0)   /* the reaped receive processes */
+        cpu_s += (double)ru.ru_utime.tv_sec + (double)ru.ru_utime.tv_usec / 1e6 +
+                 (double)ru.ru_stime.tv_sec + (double)ru.ru_stime.tv_usec / 1e6;
 
     printf("pushbench %s: %ld subscribers on %ld channels (%s)%s%s\n",
            transport_names[o.transport], o.subscribers, o.channels, o.sub_url ? o.sub_url : "-",
@@ -2396,7 +2986,11 @@ int main(int argc, char **argv)
     if (g_proto_errors)
         printf(", protocol errors: %ld", g_proto_errors);
     printf("; run %.3f s\n", duration_s);
-    if (o.messages > 0)
+    if (o.messages > 0 && g_nprocs > 1)
+        printf("  client:    %.2f s CPU (all %d processes), busiest of the %d receive loops %.0f %% of a core "
+               "while publishing and draining%s\n", cpu_s, g_nprocs, g_nprocs, busy_pct,
+               busy_pct > 90 ? " - pushbench may be the bottleneck" : "");
+    else if (o.messages > 0)
         printf("  client:    %.2f s CPU (both threads), receive loop %.0f %% of a core while publishing and draining%s\n",
            cpu_s, busy_pct, busy_pct > 90 ? " - pushbench may be the bottleneck" : "");
 
@@ -2412,13 +3006,14 @@ int main(int argc, char **argv)
            "\"closed_by_server\":%ld,\"lp_errors\":%ld,\"protocol_errors\":%ld,"
            "\"connect_s\":%.3f,\"publish_s\":%.3f,\"window_s\":%.3f,\"duration_s\":%.3f,"
            "\"payload_size\":%ld,\"rate\":%.1f,\"connect_timed_out\":%s,"
-           "\"client_cpu_s\":%.2f,\"client_busy_pct\":%.1f,\"pub_ordered\":%s}\n",
+           "\"client_cpu_s\":%.2f,\"client_busy_pct\":%.1f,\"pub_ordered\":%s,"
+           "\"lat_samples\":%" PRIu64 ",\"procs\":%d}\n",
            transport_names[o.transport], o.subscribers, g_established, g_failed, o.channels,
            o.messages, g_pub_total, g_pub_errors, expected, delivered, g_received, dps, prate,
            p50, p90, p99, pmax, mean, lost, g_dups, g_reorders, lost_conns, dup_conns, reorder_conns,
            g_closed_by_server, g_lp_errors, g_proto_errors, connect_s, publish_s, window_s, duration_s,
            o.payload_size, o.rate, timed_out ? "true" : "false", cpu_s, busy_pct,
-           o.pub_unordered && !o.pub_zmq ? "false" : "true");
+           o.pub_unordered && !o.pub_zmq ? "false" : "true", g_lat_n, g_nprocs);
     fflush(stdout);
     if (g_pub_fatal) {
         fprintf(stderr, "pushbench: publishing failed: %s\n", g_pub_errmsg);

@@ -138,6 +138,132 @@ def test_refused_connections_and_usage_errors(pushbench):
         assert q.returncode == 2, (bad, q.stdout, q.stderr)
 
 
+@pytest.mark.parametrize("transport", ["sse", "ws"])
+def test_procs_splits_subscribers_over_processes(stack, pushbench, transport):
+    # 300 subscribers read by 3 processes (subscriber i by process i % 3): the
+    # parent publishes only once all of them are connected, and the totals,
+    # the per-connection checks and the merged latency histogram cover all
+    scheme = "http" if transport == "sse" else "ws"
+    res, p = run(pushbench, "--transport", transport,
+                 "--sub-url", f"{scheme}://127.0.0.1:{stack.port}/sub/{{ch}}",
+                 "--subscribers", 300, "--channels", 7, "--channel-prefix", prefix(),
+                 "--source-addrs", "127.0.0.1,127.0.0.2", "--connect-rate", 3000,
+                 "--publish", f"zmq:{stack.broker.push}", "--messages", 70,
+                 "--rate", 500, "--drain", 20, "--procs", 3)
+    assert res["procs"] == 3, p.stdout
+    assert_clean(res, 300, 70, 7, p.stdout)
+    assert res["received"] == res["delivered"], p.stdout
+    assert res["lat_samples"] == res["delivered"], p.stdout
+    assert "(%d samples)" % res["delivered"] in p.stdout
+    assert "busiest of the 3 receive loops" in p.stdout
+
+
+def test_procs_hold_only_prints_established_once(stack, pushbench):
+    res, p = run(pushbench, "--sub-url", f"http://127.0.0.1:{stack.port}/sub/{{ch}}",
+                 "--subscribers", 31, "--channels", 3, "--channel-prefix", prefix(),
+                 "--hold", 0.3, "--procs", 4)
+    assert [ln for ln in p.stdout.splitlines() if ln.startswith("ESTABLISHED")] == \
+        ["ESTABLISHED 31"], p.stdout
+    assert res["established"] == 31 and res["procs"] == 4 and res["published"] == 0
+
+
+def popen(pushbench, *args):
+    """pushbench in a session (and process group) of its own."""
+    return subprocess.Popen([str(pushbench), *[str(a) for a in args]], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, start_new_session=True)
+
+
+def children_of(pid):
+    """PIDs whose parent is pid (from /proc)."""
+    kids = []
+    for d in os.listdir("/proc"):
+        if d.isdigit():
+            try:
+                with open(f"/proc/{d}/stat") as f:
+                    stat = f.read()
+            except OSError:
+                continue
+            if int(stat.rsplit(")", 1)[1].split()[1]) == pid:
+                kids.append(int(d))
+    return kids
+
+
+def test_procs_refused_fails_cleanly_without_orphans(pushbench):
+    # nothing listens: every process fails its connections; the run ends with
+    # exit 1 and a RESULT line, and no pushbench process stays behind
+    port = free_port()
+    p = popen(pushbench, "--sub-url", f"http://127.0.0.1:{port}/sub/{{ch}}",
+              "--subscribers", 9, "--procs", 3,
+              "--publish", f"http:http://127.0.0.1:{port}/pub/{{ch}}", "--messages", 5)
+    try:
+        out, err = p.communicate(timeout=RUN_TIMEOUT)
+    finally:
+        if p.poll() is None:
+            p.kill()
+            p.wait()
+    assert p.returncode == 1, (out, err)
+    lines = [ln for ln in out.splitlines() if ln.startswith("RESULT ")]
+    assert len(lines) == 1, (out, err)
+    res = json.loads(lines[0][len("RESULT "):])
+    assert res["established"] == 0 and res["failed"] == 9 and res["procs"] == 3, out
+    assert "Connection refused" in out
+    # the process group (pushbench and its children) is empty
+    wait_until(lambda: not os.path.exists(f"/proc/{p.pid}") and not _group_alive(p.pid), 5,
+               "no pushbench process left")
+
+
+def _group_alive(pgid):
+    try:
+        os.killpg(pgid, 0)
+        return True
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+
+
+def test_procs_child_death_fails_the_run(stack, pushbench):
+    # a receive process killed during the hold: exit 1 with a message that
+    # says so, and the other children are killed and reaped
+    p = popen(pushbench, "--sub-url", f"http://127.0.0.1:{stack.port}/sub/{{ch}}",
+              "--subscribers", 6, "--channels", 2, "--channel-prefix", prefix(),
+              "--hold", 30, "--procs", 3)
+    try:
+        assert p.stdout.readline().startswith("ESTABLISHED 6")
+        kids = children_of(p.pid)
+        assert len(kids) == 2, kids
+        os.kill(kids[0], 9)
+        out, err = p.communicate(timeout=RUN_TIMEOUT)
+    finally:
+        if p.poll() is None:
+            p.kill()
+            p.wait()
+    assert p.returncode == 1, (out, err)
+    assert "RESULT " not in out
+    assert "killed by signal 9" in err, err
+    wait_until(lambda: not _group_alive(p.pid), 5, "no pushbench process left")
+
+
+def test_procs_sigterm_still_prints_result(stack, pushbench):
+    # bench/run stops an overlong run with SIGTERM and still wants the RESULT
+    import signal
+    p = popen(pushbench, "--sub-url", f"http://127.0.0.1:{stack.port}/sub/{{ch}}",
+              "--subscribers", 6, "--channels", 2, "--channel-prefix", prefix(),
+              "--hold", 30, "--procs", 3)
+    try:
+        assert p.stdout.readline().startswith("ESTABLISHED 6")
+        p.send_signal(signal.SIGTERM)
+        out, err = p.communicate(timeout=RUN_TIMEOUT)
+    finally:
+        if p.poll() is None:
+            p.kill()
+            p.wait()
+    assert p.returncode == 0, (out, err)
+    res = json.loads([ln for ln in out.splitlines() if ln.startswith("RESULT ")][0][7:])
+    assert res["established"] == 6 and res["procs"] == 3
+    wait_until(lambda: not _group_alive(p.pid), 5, "no pushbench process left")
+
+
 # ---------------------------------------------------------------------------
 # The parsers against awkward framing: a small fake push server (no Apache)
 # ---------------------------------------------------------------------------

@@ -18,8 +18,10 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <limits.h>
 #include <sys/epoll.h>
 #include <sys/eventfd.h>
+#include <sys/resource.h>
 #include <sys/socket.h>
 #include <sys/uio.h>
 #include <unistd.h>
@@ -57,6 +59,10 @@ struct push_reactor {
     push_hold      *returning;    /* lent to a worker, given back */
     push_hold      *discarded;    /* never parked; to be freed by the reactor */
     push_hold      *all;          /* every hold, push_hold_new to s_free (under lock) */
+    int             nall;         /* how many (under lock) */
+    int             max_holds;    /* open-file guard, 0: none (set before the thread starts) */
+    apr_time_t      refused_logged; /* last AH20096 (under lock) */
+    int             refused;      /* refusals since (under lock) */
     /* reactor thread only */
     push_hold      *held;         /* parked holds */
     push_hold      *closing;      /* lingering or waiting to be destroyed */
@@ -171,12 +177,61 @@ int push_hold_flush(push_hold *h)
 
 /* ---- holds ------------------------------------------------------------------------ */
 
+/* Every hold is a descriptor of this child.  httpd's listener stops the
+ * whole child (gracefully: every stream it holds ends) when accept() fails
+ * with EMFILE, so holds stop short of the open-file limit, leaving a tenth
+ * of it (and 64) for connections httpd is still serving. */
+static int s_max_holds(void)
+{
+    struct rlimit rl;
+    if (getrlimit(RLIMIT_NOFILE, &rl) < 0 || rl.rlim_cur == RLIM_INFINITY
+        || rl.rlim_cur > INT_MAX)
+        return 0;
+    int soft = (int)rl.rlim_cur, reserve = 64 + soft / 10;
+    return soft > reserve ? soft - reserve : 1;
+}
+
+/* Under rx->lock: may one more hold be made?  Refusals are logged at most
+ * once a minute, with their count. */
+static int s_room(push_reactor *rx, request_rec *r)
+{
+    if (!rx->max_holds || rx->nall < rx->max_holds)
+        return 1;
+    rx->refused++;
+    apr_time_t now = apr_time_now();
+    if (now - rx->refused_logged >= apr_time_from_sec(60)) {
+        ap_log_rerror(APLOG_MARK, APLOG_WARNING, 0, r, APLOGNO(20096)
+                      "this process holds %d connections, as many as its open-file limit "
+                      "allows (ulimit -n less a tenth and 64, kept for connections in "
+                      "progress): %d new subscriber(s) refused with 503 since the last such "
+                      "message; raise the limit (docs/operations.md, 2.2)", rx->nall,
+                      rx->refused);
+        rx->refused_logged = now;
+        rx->refused = 0;
+    }
+    return 0;
+}
+
 push_hold *push_hold_new(push_reactor *rx, request_rec *r, const push_transport *tp,
                          const push_settings *set, const char *channel)
 {
-    push_hold *h = calloc(1, sizeof *h);
-    if (!h)
+    pthread_mutex_lock(&rx->lock);
+    int room = s_room(rx, r);
+    if (room)
+        rx->nall++;        /* taken now, so that concurrent workers see it */
+    pthread_mutex_unlock(&rx->lock);
+    if (!room) {
+        errno = EMFILE;
         return NULL;
+    }
+    push_hold *h = calloc(1, sizeof *h);
+    if (!h) {
+        pthread_mutex_lock(&rx->lock);
+        rx->nall--;
+        pthread_mutex_unlock(&rx->lock);
+        errno = ENOMEM;
+        return NULL;
+    }
     push_client_init(&h->client, set->max_queue, h);
     h->client.qslack = QUEUE_SLACK * set->max_queue;
     h->r = r;
@@ -209,6 +264,7 @@ static void s_free(push_hold *h)
         rx->all = h->all_next;
     if (h->all_next)
         h->all_next->all_prev = h->all_prev;
+    rx->nall--;
     pthread_mutex_unlock(&rx->lock);
     if (h->tp->cleanup)
         h->tp->cleanup(h);
@@ -851,6 +907,7 @@ push_reactor *push_reactor_start(server_rec *s, push_hub *hub)
         return NULL;
     rx->s = s;
     rx->hub = hub;
+    rx->max_holds = s_max_holds();
     rx->epfd = epoll_create1(EPOLL_CLOEXEC);
     rx->evfd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
     pthread_mutex_init(&rx->lock, NULL);

@@ -117,7 +117,11 @@ void push_reactor_wake(void *rx);
  * and its ids may have started again; clients reconnect with their cursor). */
 void push_reactor_reset(void *rx);
 
-/* Worker: a new hold for r, not yet parked.  Allocated with malloc. */
+/* Worker: a new hold for r, not yet parked.  Allocated with malloc.  NULL
+ * with errno ENOMEM, or EMFILE when this child holds as many connections as
+ * its open-file limit allows (the limit minus a tenth and 64, kept for the
+ * connections httpd is serving: an accept() failing with EMFILE would make
+ * httpd stop the whole child); answer that with push_hold_refused(). */
 push_hold *push_hold_new(push_reactor *rx, request_rec *r, const push_transport *tp,
                          const push_settings *set, const char *channel);
 

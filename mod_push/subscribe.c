@@ -16,6 +16,7 @@
 #include "http_request.h"
 #include "apr_strings.h"
 
+#include <errno.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -207,6 +208,8 @@ static int s_hold(request_rec *r, const char *channel, const push_settings *set,
     push_child *ch = push_child_get();
     const push_transport *tp = sse ? &push_sse_transport : &push_longpoll_transport;
     push_hold *h = push_hold_new(ch->rx, r, tp, set, channel);
+    if (!h)
+        return push_hold_refused(r, set);
     /* Only lasting connections count as present: a long poll comes and goes. */
     if (h && sse && pr->identity && !(h->client.identity = strdup(pr->identity))) {
         push_hold_discard(ch->rx, h);
@@ -272,6 +275,17 @@ int push_subscriber_limit(request_rec *r, const push_settings *set, const char *
                            apr_psprintf(r->pool, "channel %s has reached its subscriber limit "
                                         "(PushMaxSubscribers %d)", channel,
                                         set->max_subscribers));
+}
+
+int push_hold_refused(request_rec *r, const push_settings *set)
+{
+    if (errno != EMFILE)
+        return push_json_error(r, HTTP_INTERNAL_SERVER_ERROR, "internal", "out of memory");
+    apr_table_setn(r->err_headers_out, "Retry-After",
+                   apr_psprintf(r->pool, "%d", set->retry_after));
+    return push_json_error(r, HTTP_SERVICE_UNAVAILABLE, "limit",
+                           "this server process holds as many connections as its open-file "
+                           "limit allows; retry later");
 }
 
 int push_subscriber_handler(request_rec *r)

@@ -47,6 +47,11 @@ typedef struct push_presence_req {
  * returns the handler's status. */
 int push_subscriber_limit(request_rec *r, const push_settings *set, const char *channel);
 
+/* Answer what a NULL push_hold_new() means: 503 {"error":"limit"} with
+ * Retry-After when this child is at its open-file guard (errno EMFILE),
+ * else 500 {"error":"internal"}. */
+int push_hold_refused(request_rec *r, const push_settings *set);
+
 /* WebSocket (websocket.c): the handler's part, for an Upgrade request. */
 int push_ws_handle(request_rec *r, const char *channel, const push_settings *set,
                    int has_cursor, uint64_t cursor, const push_presence_req *pr);

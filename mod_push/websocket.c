@@ -953,13 +953,14 @@ int push_ws_handle(request_rec *r, const char *channel, const push_settings *set
     char accept[29], extensions[PUSH_WS_DEFLATE_RESPONSE_MAX];
     push_ws_accept_key(apr_table_get(r->headers_in, "Sec-WebSocket-Key"), accept);
     push_hold *h = push_hold_new(ch->rx, r, &push_ws_transport, set, channel);
-    if (!h || !(h->tdata = s_state_new(r, set, apr_table_get(r->headers_in,
+    if (!h)
+        return push_hold_refused(r, set);
+    if (!(h->tdata = s_state_new(r, set, apr_table_get(r->headers_in,
                                                              "Sec-WebSocket-Extensions"),
                                        extensions))
         || (pr->identity && !(h->client.identity = strdup(pr->identity)))
         || (pr->token && !(((ws_state *)h->tdata)->token = strdup(pr->token)))) {
-        if (h)
-            push_hold_discard(ch->rx, h);
+        push_hold_discard(ch->rx, h);
         return push_json_error(r, HTTP_INTERNAL_SERVER_ERROR, "internal", "out of memory");
     }
     s_send_101(r, accept, s_subprotocol(r, set), extensions);

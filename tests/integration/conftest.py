@@ -23,7 +23,7 @@ What the harness offers (usable from any test file of this directory):
     Broker(workdir, name, args=())      .start() .stop() .restart() (same ports)
                                         .api .push .link (tcp:// endpoints)
                                         .pub(...) .pub_json(...) .ping()
-    Apache(rundir, broker_link, port=None, max_workers=None, extra_conf=None)
+    Apache(rundir, broker_link, port=None, max_workers=None, extra_conf=None, nofile=None)
                                         .start() .stop() .wait_ready()
                                         .request() .publish() .poll() .longpoll()
                                         .sse() .child_pids() .error_log_text()
@@ -817,8 +817,9 @@ class Apache:
     repository (PUSH_SRC = the repository root)."""
 
     def __init__(self, rundir, broker_link, name="apache", port=None, max_workers=None,
-                 extra_conf=None):
+                 extra_conf=None, nofile=None):
         self.rundir = Path(rundir)
+        self.nofile = nofile        # soft RLIMIT_NOFILE for Apache (None: the hard limit)
         self.rundir.mkdir(parents=True, exist_ok=True)
         self.name = name
         self.broker_link = broker_link
@@ -834,6 +835,14 @@ class Apache:
         self.src = ROOT
         self.proc = None            # valgrind mode: the one apache2 -X process
         self.valgrind_logs = []     # valgrind mode: one log per start
+
+    def _limits(self):
+        """In apache2 -k start before exec: the open-file limit asked for, by
+        default the hard limit (up to 65,536), as Debian's apachectl raises it
+        (ulimit -n 8192), whatever the shell that runs the tests has."""
+        hard = resource.getrlimit(resource.RLIMIT_NOFILE)[1]
+        soft = self.nofile or (65536 if hard == resource.RLIM_INFINITY else min(hard, 65536))
+        resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
 
     def args(self):
         a = [HTTPD, "-d", str(self.rundir), "-f", str(ROOT / "conf" / "httpd.conf"),
@@ -856,7 +865,7 @@ class Apache:
         if VALGRIND:
             return self._start_valgrind(env, require_broker, timeout)
         p = subprocess.run(self.args() + ["-k", "start"], capture_output=True, text=True,
-                           env=env, timeout=60)
+                           env=env, timeout=60, preexec_fn=self._limits)
         if p.returncode != 0:
             pytest.fail(f"apache2 -k start failed ({p.returncode}):\n{p.stdout}{p.stderr}\n"
                         f"{tail(self.error_log)}")

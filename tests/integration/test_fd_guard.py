@@ -59,18 +59,12 @@ def test_full_child_refuses_new_subscribers_and_keeps_the_others(guard_stack):
             held.append(s.subscribe(ch))
         offset = s.apache.log_offset()
         # one more of each kind is refused: SSE, long poll, WebSocket
-        extra = s.sse(ch)
-        try:
-            head = extra.read_head()
-            check_refused(head.status, head.header, extra.read_body())
-        finally:
-            extra.close()
-        lp = SSEClient(s.port, f"/sub/{ch}?last_id=0", accept=None)
-        try:
-            head = lp.read_head()
-            check_refused(head.status, head.header, lp.read_body())
-        finally:
-            lp.close()
+        for extra in (s.sse(ch), SSEClient(s.port, f"/sub/{ch}?last_id=0", accept=None)):
+            try:
+                head = extra.read_head()
+                check_refused(head.status, head.header, extra.read_body())
+            finally:
+                extra.close()
         ws = RawWS(s.port, f"/sub/{ch}", expect_101=False)
         try:
             check_refused(ws.status, ws.header, ws.body)

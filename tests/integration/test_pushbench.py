@@ -6,6 +6,7 @@ ESTABLISHED line of a hold-only run and the exit statuses.  Every assertion is
 on counts read from the RESULT line, never on timings."""
 import json
 import os
+import signal
 import subprocess
 import uuid
 from pathlib import Path
@@ -195,12 +196,7 @@ def test_procs_refused_fails_cleanly_without_orphans(pushbench):
     p = popen(pushbench, "--sub-url", f"http://127.0.0.1:{port}/sub/{{ch}}",
               "--subscribers", 9, "--procs", 3,
               "--publish", f"http:http://127.0.0.1:{port}/pub/{{ch}}", "--messages", 5)
-    try:
-        out, err = p.communicate(timeout=RUN_TIMEOUT)
-    finally:
-        if p.poll() is None:
-            p.kill()
-            p.wait()
+    out, err = _finish(p)
     assert p.returncode == 1, (out, err)
     lines = [ln for ln in out.splitlines() if ln.startswith("RESULT ")]
     assert len(lines) == 1, (out, err)
@@ -222,22 +218,40 @@ def _group_alive(pgid):
         return True
 
 
-def test_procs_child_death_fails_the_run(stack, pushbench):
-    # a receive process killed during the hold: exit 1 with a message that
-    # says so, and the other children are killed and reaped
-    p = popen(pushbench, "--sub-url", f"http://127.0.0.1:{stack.port}/sub/{{ch}}",
-              "--subscribers", 6, "--channels", 2, "--channel-prefix", prefix(),
-              "--hold", 30, "--procs", 3)
+def _finish(p, act=None):
+    """act(p) (if given), then wait for pushbench's end: (stdout, stderr).
+    Whatever happens, no pushbench process is left running."""
     try:
-        assert p.stdout.readline().startswith("ESTABLISHED 6")
-        kids = children_of(p.pid)
-        assert len(kids) == 2, kids
-        os.kill(kids[0], 9)
-        out, err = p.communicate(timeout=RUN_TIMEOUT)
+        if act:
+            act(p)
+        return p.communicate(timeout=RUN_TIMEOUT)
     finally:
         if p.poll() is None:
             p.kill()
             p.wait()
+
+
+def _held_procs_run(stack, pushbench, act):
+    """6 subscribers held by 3 receive processes; act(p) once all are
+    established.  Returns (stdout, stderr) after the run ends."""
+    p = popen(pushbench, "--sub-url", f"http://127.0.0.1:{stack.port}/sub/{{ch}}",
+              "--subscribers", 6, "--channels", 2, "--channel-prefix", prefix(),
+              "--hold", 30, "--procs", 3)
+
+    def established_then_act(p):
+        assert p.stdout.readline().startswith("ESTABLISHED 6")
+        act(p)
+    return p, _finish(p, established_then_act)
+
+
+def test_procs_child_death_fails_the_run(stack, pushbench):
+    # a receive process killed during the hold: exit 1 with a message that
+    # says so, and the other children are killed and reaped
+    def kill_one(p):
+        kids = children_of(p.pid)
+        assert len(kids) == 2, kids
+        os.kill(kids[0], signal.SIGKILL)
+    p, (out, err) = _held_procs_run(stack, pushbench, kill_one)
     assert p.returncode == 1, (out, err)
     assert "RESULT " not in out
     assert "killed by signal 9" in err, err
@@ -246,18 +260,7 @@ def test_procs_child_death_fails_the_run(stack, pushbench):
 
 def test_procs_sigterm_still_prints_result(stack, pushbench):
     # bench/run stops an overlong run with SIGTERM and still wants the RESULT
-    import signal
-    p = popen(pushbench, "--sub-url", f"http://127.0.0.1:{stack.port}/sub/{{ch}}",
-              "--subscribers", 6, "--channels", 2, "--channel-prefix", prefix(),
-              "--hold", 30, "--procs", 3)
-    try:
-        assert p.stdout.readline().startswith("ESTABLISHED 6")
-        p.send_signal(signal.SIGTERM)
-        out, err = p.communicate(timeout=RUN_TIMEOUT)
-    finally:
-        if p.poll() is None:
-            p.kill()
-            p.wait()
+    p, (out, err) = _held_procs_run(stack, pushbench, lambda p: p.send_signal(signal.SIGTERM))
     assert p.returncode == 0, (out, err)
     res = json.loads([ln for ln in out.splitlines() if ln.startswith("RESULT ")][0][7:])
     assert res["established"] == 6 and res["procs"] == 3
